@@ -1,0 +1,1 @@
+"""Evaluation helpers: sample grids, PCA baseline, latent-space tools."""

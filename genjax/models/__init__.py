@@ -1,0 +1,21 @@
+"""Model families. `get_family(model_config, info)` builds the one a config names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genjax.models.base import Family
+
+FAMILIES = ("autoencoder",)
+
+
+def get_family(model_config: Any, info: Any) -> Family:
+  """Builds the family named by `model_config.family` for a dataset described by `info`."""
+  name = model_config.family
+  if name == "autoencoder":
+    from genjax.models.autoencoder import AutoencoderFamily
+    return AutoencoderFamily(model_config, info)
+  raise ValueError(f"unknown model family {name!r}; expected one of {FAMILIES}")
+
+
+__all__ = ["Family", "FAMILIES", "get_family"]

@@ -1,0 +1,292 @@
+"""The autoencoder family: plain and denoising autoencoders, VAE, beta-VAE, conditional VAE.
+
+`AutoencoderFamily(model_config, info)` exposes pure functions of `(params, batch, key)`:
+
+* `loss`: reconstruction NLL for `ae`/`dae`; the negative beta-ELBO for `vae`/`cvae`.
+* `evaluate`: per-example ELBO (beta = 1, in nats and bits/dim), KL, reconstruction NLL,
+  reconstruction MSE on the [0, 1] scale, and the IWAE bound with K samples.
+* `sample`, `reconstruct`, `encode`, `decode`: the pieces the latent tools need.
+
+Data model: images arrive as uint8. With `likelihood='bernoulli'` they are binarized
+(dynamically, from the pixel intensity, with an explicit key) and scored by a Bernoulli
+decoder, so bits/dim is that of the binarized data. With `likelihood='gaussian'` they
+are uniformly dequantized to [0, 1) and scored by a diagonal Gaussian decoder; bits/dim
+then includes the dequantization correction (bin width 1/256), a bound on 8-bit data.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from genjax import losses
+from genjax.data import preprocess
+from genjax.nn import MLP, ConvDecoder, ConvEncoder
+
+KINDS = ("ae", "dae", "vae", "cvae")
+ARCHS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+BINARIZATIONS = ("dynamic", "threshold")
+CORRUPTIONS = ("gaussian", "masking")
+
+
+def corrupt(key: jax.Array, x: jax.Array, kind: str, level: float) -> jax.Array:
+  """Denoising-autoencoder corruption of `x` (`[B, ...]` in [0, 1]), drawn with `key`.
+
+  'gaussian' adds N(0, level^2) noise; 'masking' zeroes each value with probability `level`.
+  """
+  if kind == "gaussian":
+    return x + level * jax.random.normal(key, x.shape, x.dtype)
+  if kind == "masking":
+    keep = jax.random.bernoulli(key, 1.0 - level, x.shape)
+    return jnp.where(keep, x, 0.0).astype(x.dtype)
+  raise ValueError(f"unknown corruption {kind!r}; expected one of {CORRUPTIONS}")
+
+
+def slerp(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
+  """Spherical interpolation between `[..., Z]` vectors for `t` in [0, 1]."""
+  an = a / jnp.linalg.norm(a, axis=-1, keepdims=True)
+  bn = b / jnp.linalg.norm(b, axis=-1, keepdims=True)
+  omega = jnp.arccos(jnp.clip(jnp.sum(an * bn, -1, keepdims=True), -1.0, 1.0))
+  so = jnp.sin(omega)
+  safe = so > 1e-6
+  wa = jnp.where(safe, jnp.sin((1 - t) * omega) / jnp.where(safe, so, 1.0), 1 - t)
+  wb = jnp.where(safe, jnp.sin(t * omega) / jnp.where(safe, so, 1.0), t)
+  return wa * a + wb * b
+
+
+class AutoencoderNet(nn.Module):
+  """Encoder and decoder of every autoencoder kind (MLP or convolutional).
+
+  `encode`: `[B, H, W, C]` (+ one-hot `[B, K]`) -> `(mean [B, Z], logvar [B, Z] or None)`.
+  `decode`: `[B, Z]` (+ one-hot `[B, K]`) -> `[B, H, W, C]` logits (Bernoulli) or means (Gaussian).
+  """
+
+  variational: bool
+  arch: str
+  latent_dim: int
+  hidden: Sequence[int]
+  features: Sequence[int]
+  image_shape: Sequence[int]
+  learn_variance: bool = False
+
+  def setup(self):
+    enc_out = 2 * self.latent_dim if self.variational else self.latent_dim
+    if self.arch == "mlp":
+      self.encoder = MLP(tuple(self.hidden) + (enc_out,))
+      self.decoder = MLP(tuple(reversed(self.hidden)) + (math.prod(self.image_shape),))
+    else:
+      self.encoder = ConvEncoder(tuple(self.features), enc_out, hidden=self.hidden[0])
+      self.decoder = ConvDecoder(tuple(self.features), tuple(self.image_shape), hidden=self.hidden[0])
+    if self.learn_variance:
+      self.decoder_logvar = self.param("decoder_logvar", nn.initializers.zeros, tuple(self.image_shape))
+
+  def encode(self, x, cond=None):
+    if self.arch == "mlp":
+      h = x.reshape((x.shape[0], -1))
+      if cond is not None:
+        h = jnp.concatenate([h, cond], axis=-1)
+      out = self.encoder(h)
+    else:
+      out = self.encoder(x, cond)
+    if self.variational:
+      mean, logvar = jnp.split(out, 2, axis=-1)
+      return mean, logvar
+    return out, None
+
+  def decode(self, z, cond=None):
+    if self.arch == "mlp":
+      h = z if cond is None else jnp.concatenate([z, cond], axis=-1)
+      return self.decoder(h).reshape((z.shape[0],) + tuple(self.image_shape))
+    return self.decoder(z, cond)
+
+  def output_logvar(self):
+    return self.decoder_logvar if self.learn_variance else None
+
+  def __call__(self, x, cond=None):
+    mean, _ = self.encode(x, cond)
+    out = self.decode(mean, cond)
+    if self.learn_variance:
+      out = out + 0.0 * self.decoder_logvar  # touch the parameter so init creates it
+    return out
+
+
+class AutoencoderFamily:
+  """Plain/denoising autoencoders and (beta-, conditional) VAEs as pure functions."""
+
+  def __init__(self, cfg: Any, info: Any):
+    if info.kind != "image":
+      raise ValueError(f"the autoencoder family models images, but dataset {info.name!r} is {info.kind!r} data")
+    _choice("model.kind", cfg.kind, KINDS)
+    _choice("model.arch", cfg.arch, ARCHS)
+    _choice("model.likelihood", cfg.likelihood, LIKELIHOODS)
+    _choice("model.binarization", cfg.binarization, BINARIZATIONS)
+    _choice("model.corruption", cfg.corruption, CORRUPTIONS)
+    if cfg.latent_dim <= 0:
+      raise ValueError(f"model.latent_dim must be positive, got {cfg.latent_dim}")
+    if cfg.beta < 0:
+      raise ValueError(f"model.beta must be >= 0, got {cfg.beta}")
+    if cfg.kind == "cvae" and info.num_classes <= 0:
+      raise ValueError(f"model.kind='cvae' needs labels, but dataset {info.name!r} has none")
+    self.cfg = cfg
+    self.info = info
+    self.kind = cfg.kind
+    self.variational = cfg.kind in ("vae", "cvae")
+    self.conditional = cfg.kind == "cvae"
+    self.num_classes = info.num_classes
+    self.image_shape = tuple(info.shape)
+    self.num_dims = math.prod(self.image_shape)
+    self.net = AutoencoderNet(
+        variational=self.variational, arch=cfg.arch, latent_dim=cfg.latent_dim,
+        hidden=tuple(cfg.hidden), features=tuple(cfg.features), image_shape=self.image_shape,
+        learn_variance=cfg.likelihood == "gaussian" and cfg.learn_variance)
+    self.best_metric = "bits_per_dim" if self.variational else "recon_nll"
+    self.best_mode = "min"
+
+  # ------------------------------------------------------------------ data model
+
+  def targets(self, image: jax.Array, key: jax.Array) -> jax.Array:
+    """What the decoder scores: binarized or dequantized `[B, H, W, C]` floats in [0, 1]."""
+    if self.cfg.likelihood == "bernoulli":
+      if self.cfg.binarization == "dynamic":
+        return preprocess.binarize_dynamic(key, image)
+      return preprocess.binarize_threshold(image)
+    return preprocess.dequantize_uniform(key, image)
+
+  def _cond(self, batch) -> jax.Array | None:
+    if not self.conditional:
+      return None
+    return jax.nn.one_hot(batch["label"], self.num_classes)
+
+  def _log_likelihood(self, params, x, out) -> jax.Array:
+    if self.cfg.likelihood == "bernoulli":
+      return losses.bernoulli_log_likelihood(x, out)
+    logvar = params["decoder_logvar"] if "decoder_logvar" in params else self.cfg.gaussian_logvar
+    return losses.gaussian_log_likelihood(x, out, logvar)
+
+  def _mean_image(self, out: jax.Array) -> jax.Array:
+    """Decoder output -> expected image in [0, 1]."""
+    if self.cfg.likelihood == "bernoulli":
+      return jax.nn.sigmoid(out)
+    return jnp.clip(out, 0.0, 1.0)
+
+  def _bits(self, nll: jax.Array) -> jax.Array:
+    width = None if self.cfg.likelihood == "bernoulli" else 1.0 / 256.0
+    return losses.bits_per_dim(nll, self.num_dims, bin_width=width)
+
+  # ------------------------------------------------------------------ protocol
+
+  def init(self, key, batch):
+    b = batch["image"].shape[0]
+    x = jnp.zeros((b,) + self.image_shape, jnp.float32)
+    variables = self.net.init(key, x, self._cond(batch))
+    return variables["params"], {}
+
+  def encode(self, params, x, cond=None):
+    return self.net.apply({"params": params}, x, cond, method=AutoencoderNet.encode)
+
+  def decode(self, params, z, cond=None):
+    return self.net.apply({"params": params}, z, cond, method=AutoencoderNet.decode)
+
+  def loss(self, params, model_state, batch, key):
+    k_data, k_noise, k_z = jax.random.split(key, 3)
+    x = self.targets(batch["image"], k_data)
+    cond = self._cond(batch)
+    x_in = corrupt(k_noise, x, self.cfg.corruption, self.cfg.corruption_level) if self.kind == "dae" else x
+    mean, logvar = self.encode(params, x_in, cond)
+    if self.variational:
+      z = losses.reparameterize(k_z, mean, logvar)
+      ll = self._log_likelihood(params, x, self.decode(params, z, cond))
+      kl = losses.gaussian_kl(mean, logvar)
+      loss = -jnp.mean(losses.elbo(ll, kl, self.cfg.beta))
+      elbo = ll - kl
+      metrics = {"elbo": jnp.mean(elbo), "kl": jnp.mean(kl), "recon_nll": -jnp.mean(ll),
+                 "bits_per_dim": jnp.mean(self._bits(-elbo))}
+    else:
+      nll = -self._log_likelihood(params, x, self.decode(params, mean, cond))
+      loss = jnp.mean(nll)
+      metrics = {"recon_nll": loss}
+    return loss, (metrics, model_state)
+
+  def evaluate(self, params, model_state, batch, key, iwae_samples: int = 0):
+    """Per-example metrics (`[B]` each); the ELBO always uses beta = 1."""
+    k_data, k_z, k_iwae = jax.random.split(key, 3)
+    image = batch["image"]
+    x = self.targets(image, k_data)
+    cond = self._cond(batch)
+    mean, logvar = self.encode(params, x, cond)
+    recon = self._mean_image(self.decode(params, mean, cond))
+    x01 = preprocess.to_unit(image)
+    out = {"mse": jnp.mean(jnp.square(recon - x01).reshape(x.shape[0], -1), axis=-1)}
+    if not self.variational:
+      out["recon_nll"] = -self._log_likelihood(params, x, self.decode(params, mean, cond))
+      return out
+    z = losses.reparameterize(k_z, mean, logvar)
+    ll = self._log_likelihood(params, x, self.decode(params, z, cond))
+    kl = losses.gaussian_kl(mean, logvar)
+    elbo = ll - kl
+    out.update(elbo=elbo, kl=kl, recon_nll=-ll, bits_per_dim=self._bits(-elbo))
+    if iwae_samples:
+      iwae = self.iwae(params, x, cond, mean, logvar, k_iwae, iwae_samples)
+      out.update(iwae=iwae, iwae_bits_per_dim=self._bits(-iwae))
+    return out
+
+  def iwae(self, params, x, cond, mean, logvar, key, num_samples: int) -> jax.Array:
+    """IWAE bound `[B]` with K = `num_samples`, one decoder pass per sample (bounded memory)."""
+
+    def log_weight(k):
+      z = losses.reparameterize(k, mean, logvar)
+      ll = self._log_likelihood(params, x, self.decode(params, z, cond))
+      log_pz = losses.standard_normal_log_prob(z, event_ndims=1)
+      log_qz = losses.gaussian_log_likelihood(z, mean, logvar, event_ndims=1)
+      return ll + log_pz - log_qz
+
+    log_w = jax.lax.map(log_weight, jax.random.split(key, num_samples))  # [K, B]
+    return losses.iwae_bound(log_w, axis=0)
+
+  def sample(self, params, key, num: int, labels: jax.Array | None = None,
+             temperature: float = 1.0) -> jax.Array:
+    """Decoder means for `z ~ N(0, temperature^2 I)`: `uint8[num, H, W, C]`.
+
+    The conditional VAE takes `labels` (`int[num]`); by default they cycle through the classes.
+    """
+    if not self.variational:
+      raise ValueError(f"model.kind={self.kind!r} has no prior to sample from; use reconstruct()")
+    z = temperature * jax.random.normal(key, (num, self.cfg.latent_dim))
+    cond = None
+    if self.conditional:
+      labels = jnp.arange(num) % self.num_classes if labels is None else labels
+      cond = jax.nn.one_hot(labels, self.num_classes)
+    return preprocess.from_unit(self._mean_image(self.decode(params, z, cond)))
+
+  def reconstruct(self, params, batch, key) -> jax.Array:
+    """Decoder means at the posterior mean (after corruption for `dae`): `uint8[B, H, W, C]`."""
+    k_data, k_noise = jax.random.split(key)
+    x = self.targets(batch["image"], k_data)
+    cond = self._cond(batch)
+    if self.kind == "dae":
+      x = corrupt(k_noise, x, self.cfg.corruption, self.cfg.corruption_level)
+    mean, _ = self.encode(params, x, cond)
+    return preprocess.from_unit(self._mean_image(self.decode(params, mean, cond)))
+
+  def sample_grid(self, params, model_state, key, batch, num: int) -> jax.Array:
+    """Prior samples for VAEs; for autoencoders, rows of inputs each followed by their reconstructions."""
+    if self.variational:
+      return self.sample(params, key, num)
+    cols = max(int(math.sqrt(num)), 1)
+    n = min(num // 2, batch["image"].shape[0])
+    n -= n % cols
+    sub = jax.tree.map(lambda a: a[:n], batch)
+    recon = self.reconstruct(params, sub, key)
+    rows_in = sub["image"].reshape((-1, cols) + self.image_shape)
+    rows_out = recon.reshape((-1, cols) + self.image_shape)
+    return jnp.stack([rows_in, rows_out], axis=1).reshape((-1,) + self.image_shape)
+
+
+def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
+  if value not in choices:
+    raise ValueError(f"{name}={value!r} is not valid; expected one of {tuple(choices)}")

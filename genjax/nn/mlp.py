@@ -1,0 +1,28 @@
+"""Multi-layer perceptron."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+
+
+class MLP(nn.Module):
+  """Dense layers with an activation between them and none after the last.
+
+  Attributes:
+    features: widths of the hidden layers followed by the output width.
+  Shapes: `[B, D_in] -> [B, features[-1]]`.
+  """
+
+  features: Sequence[int]
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i, width in enumerate(self.features):
+      x = nn.Dense(width, name=f"dense_{i}")(x)
+      if i < len(self.features) - 1:
+        x = self.activation(x)
+    return x
