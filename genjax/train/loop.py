@@ -1,0 +1,127 @@
+"""The training loop: steps, logging, periodic evaluation, sample grids and checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from genjax.eval.grids import save_image_grid
+from genjax.train.experiment import Experiment
+from genjax.train.metric_writer import MetricWriter
+
+log = logging.getLogger("genjax")
+
+
+class NonFiniteLossError(RuntimeError):
+  """Raised when the training loss or a metric becomes NaN or inf."""
+
+
+def _due(step: int, every: int, last: bool) -> bool:
+  return last or (every > 0 and step % every == 0)
+
+
+def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None = None) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
+
+  Returns the last test metrics (`{}` if there was nothing left to train). Raises
+  `NonFiniteLossError` if the loss becomes NaN or inf; the last checkpoint saved
+  before that point stays in place, so the run can be inspected or resumed.
+  """
+  exp = Experiment(config, mesh)
+  tc = config.train
+  is_chief = exp.process_index == 0
+  exp.write_config(workdir)
+  ckpt = exp.checkpointer(workdir)
+  state = exp.init_state()
+  position = 0
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, meta = ckpt.restore(state, latest)
+    position = meta["data_position"]
+    log.info("resuming from step %d (data position %d) in %s", latest, position, ckpt.directory)
+  start = int(jax.device_get(state.step))
+  if start >= tc.num_steps:
+    log.info("step %d already reached (train.num_steps=%d): nothing to do", start, tc.num_steps)
+    ckpt.close()
+    return {}
+
+  train_step = exp.train_step()
+  sample_grid = jax.jit(exp.family.sample_grid, static_argnames="num")
+  grid_batch = exp.splits["test"][np.arange(config.eval.num_samples) % len(exp.splits["test"])]
+  batches = exp.batch_iterator(position)
+  writer = MetricWriter(workdir, enable_tensorboard=config.train.tensorboard) if is_chief else None
+  progress = _progress(start, tc.num_steps, enabled=is_chief and tc.progress_bar)
+  acc, acc_n, t0, s0 = None, 0, time.perf_counter(), start
+  test_metrics: dict = {}
+  try:
+    for step in range(start, tc.num_steps):
+      state, metrics = train_step(state, exp.shard(next(batches)))
+      acc = metrics if acc is None else jax.tree.map(np.add, acc, metrics)
+      acc_n += 1
+      s = step + 1
+      last = s == tc.num_steps
+      log_now = _due(s, tc.log_every, last)
+      ckpt_now = _due(s, tc.checkpoint_every, last)
+      eval_now = _due(s, tc.eval_every, last)
+      if log_now or ckpt_now or eval_now:
+        # Fetching the accumulated metrics syncs with the device; any NaN since the
+        # last check is in the sum, so nothing non-finite is ever checkpointed.
+        means = {k: float(v) / acc_n for k, v in jax.device_get(acc).items()}
+        acc, acc_n = None, 0
+        bad = [k for k, v in means.items() if not math.isfinite(v)]
+        if bad:
+          raise NonFiniteLossError(
+              f"non-finite {', '.join(bad)} between steps {s - tc.log_every if tc.log_every else start} and {s} "
+              f"(train metrics {means}); stopping. The last good checkpoint (step {ckpt.latest_step()}) is kept "
+              f"in {ckpt.directory}. Lower optim.learning_rate or set optim.grad_clip.")
+        if log_now:
+          now = time.perf_counter()
+          means["steps_per_sec"] = (s - s0) / max(now - t0, 1e-9)
+          t0, s0 = now, s
+          if writer:
+            writer.write(s, "train", means)
+          progress.set_postfix(loss=f"{means['loss']:.4g}", steps_per_s=f"{means['steps_per_sec']:.1f}")
+      test_metrics_now = None
+      if eval_now:
+        test_metrics = exp.evaluate(exp.eval_params(state), state.model_state)
+        test_metrics_now = {f"test/{k}": v for k, v in test_metrics.items()}
+        if writer:
+          writer.write(s, "test", test_metrics)
+        log.info("step %d test %s", s, test_metrics)
+      if _due(s, tc.sample_every, last) and is_chief:
+        grid = sample_grid(exp.eval_params(state), state.model_state, exp.sample_key(), grid_batch,
+                           num=config.eval.num_samples)
+        save_image_grid(os.path.join(workdir, "samples", f"step_{s:07d}.png"), np.asarray(grid))
+      if ckpt_now:
+        ckpt.save(state, batches.position, test_metrics_now)
+      progress.update(1)
+  finally:
+    progress.close()
+    ckpt.close()
+    if writer:
+      writer.close()
+  return test_metrics
+
+
+class _NoProgress:
+  def update(self, n):
+    pass
+
+  def set_postfix(self, **kw):
+    pass
+
+  def close(self):
+    pass
+
+
+def _progress(start: int, total: int, enabled: bool):
+  if not enabled:
+    return _NoProgress()
+  from tqdm import tqdm
+  return tqdm(initial=start, total=total, desc="train", unit="step", mininterval=2.0, dynamic_ncols=True)
