@@ -1,0 +1,1 @@
+"""ml-collections experiment configs: each file has `get_config(preset)`."""
