@@ -1,0 +1,20 @@
+"""Test-session setup.
+
+Four host CPU devices are forced before JAX is imported, so one process can compare
+a 1-device mesh with a 4-device mesh; everything else uses the first device. The
+persistent compilation cache lets tests that build the same program share one compile.
+"""
+
+import os
+import sys
+import tempfile
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("GENJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "genjax-test-jax-cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
