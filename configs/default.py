@@ -39,6 +39,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 128              # global batch, split over devices
   c.train.num_steps = 10000
   c.train.ema_decay = 0.999             # 0 = EMA equals the params
+  c.train.ema_warmup = True             # decay_t = min(decay, (1 + t) / (10 + t))
   c.train.log_every = 100
   c.train.eval_every = 1000
   c.train.sample_every = 1000

@@ -174,3 +174,15 @@ def test_learns_on_digits():
   # 64 binarized pixels: an untrained model scores about 64 ln 2 = 44 nats.
   assert before["elbo"] < -40.0
   assert after["elbo"] > before["elbo"] + 10.0, (before, after)
+
+
+def test_ema_warmup_schedule_and_update():
+  import jax.numpy as jnp
+
+  from genjax.train.state import ema_decay_at, ema_update
+  np.testing.assert_allclose(float(ema_decay_at(jnp.asarray(0), 0.999, True)), 0.1, rtol=1e-6)
+  np.testing.assert_allclose(float(ema_decay_at(jnp.asarray(90), 0.999, True)), 91 / 100, rtol=1e-6)
+  np.testing.assert_allclose(float(ema_decay_at(jnp.asarray(10**6), 0.999, True)), 0.999, rtol=1e-6)
+  np.testing.assert_allclose(float(ema_decay_at(jnp.asarray(0), 0.999, False)), 0.999, rtol=1e-6)
+  ema = ema_update({"w": jnp.zeros(3)}, {"w": jnp.ones(3)}, 0.25)
+  np.testing.assert_allclose(np.asarray(ema["w"]), 0.75)

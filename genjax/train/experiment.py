@@ -66,7 +66,8 @@ class Experiment:
     return jax.jit(init, out_shardings=sharding.replicated(self.mesh))()
 
   def train_step(self):
-    return make_train_step(self.family, self.tx, self.config.train.ema_decay, self.mesh)
+    tc = self.config.train
+    return make_train_step(self.family, self.tx, tc.ema_decay, self.mesh, ema_warmup=tc.ema_warmup)
 
   def checkpointer(self, workdir: str, **kwargs: Any) -> Checkpointer:
     c = self.config.checkpoint

@@ -42,7 +42,20 @@ def create_train_state(params: Any, model_state: Any, tx: optax.GradientTransfor
       key=jax.random.key_data(run_key))
 
 
-def ema_update(ema: Any, params: Any, decay: float) -> Any:
+def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
+  """The EMA decay used after update number `step` (0-based).
+
+  With `warmup`, `min(decay, (1 + step) / (10 + step))` as in TensorFlow's
+  ExponentialMovingAverage: early on the average forgets the random initial
+  parameters quickly instead of lagging behind them for ~1/(1-decay) steps.
+  """
+  if not warmup:
+    return jnp.asarray(decay, jnp.float32)
+  step = step.astype(jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def ema_update(ema: Any, params: Any, decay: jax.Array | float) -> Any:
   """`decay * ema + (1 - decay) * params`, leafwise; decay 0 tracks `params` exactly."""
   return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 

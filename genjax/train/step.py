@@ -11,11 +11,11 @@ from jax.sharding import Mesh
 
 from genjax.models.base import Family
 from genjax.train import sharding
-from genjax.train.state import TrainState, ema_update
+from genjax.train.state import TrainState, ema_decay_at, ema_update
 
 
 def make_train_step(family: Family, tx: optax.GradientTransformation, ema_decay: float,
-                    mesh: Mesh) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+                    mesh: Mesh, ema_warmup: bool = True) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns `step(state, batch) -> (state, metrics)`, compiled as one program.
 
   Loss, gradients, the optimizer update, the EMA and the metrics all run inside one
@@ -38,7 +38,8 @@ def make_train_step(family: Family, tx: optax.GradientTransformation, ema_decay:
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
         step=state.step + 1, params=params, opt_state=opt_state,
-        ema_params=ema_update(state.ema_params, params, ema_decay), model_state=model_state)
+        ema_params=ema_update(state.ema_params, params, ema_decay_at(state.step, ema_decay, ema_warmup)),
+        model_state=model_state)
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 
