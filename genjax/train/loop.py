@@ -57,23 +57,23 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
   batches = exp.batch_iterator(position)
   writer = MetricWriter(workdir, enable_tensorboard=config.train.tensorboard) if is_chief else None
   progress = _progress(start, tc.num_steps, enabled=is_chief and tc.progress_bar)
-  acc, acc_n, t0, s0 = None, 0, time.perf_counter(), start
+  pending, t0, s0 = [], time.perf_counter(), start  # per-step metrics, still on device
   test_metrics: dict = {}
   try:
     for step in range(start, tc.num_steps):
       state, metrics = train_step(state, exp.shard(next(batches)))
-      acc = metrics if acc is None else jax.tree.map(np.add, acc, metrics)
-      acc_n += 1
+      pending.append(metrics)
       s = step + 1
       last = s == tc.num_steps
       log_now = _due(s, tc.log_every, last)
       ckpt_now = _due(s, tc.checkpoint_every, last)
       eval_now = _due(s, tc.eval_every, last)
       if log_now or ckpt_now or eval_now:
-        # Fetching the accumulated metrics syncs with the device; any NaN since the
-        # last check is in the sum, so nothing non-finite is ever checkpointed.
-        means = {k: float(v) / acc_n for k, v in jax.device_get(acc).items()}
-        acc, acc_n = None, 0
+        # One transfer per interval (not a sync per step); every step since the last
+        # check is looked at, so nothing non-finite is ever checkpointed.
+        fetched = jax.device_get(pending)
+        pending = []
+        means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
           raise NonFiniteLossError(
@@ -94,10 +94,11 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
         if writer:
           writer.write(s, "test", test_metrics)
         log.info("step %d test %s", s, test_metrics)
-      if _due(s, tc.sample_every, last) and is_chief:
+      if _due(s, tc.sample_every, last):  # every process computes (global arrays); the chief writes
         grid = sample_grid(exp.eval_params(state), state.model_state, exp.sample_key(), grid_batch,
                            num=config.eval.num_samples)
-        save_image_grid(os.path.join(workdir, "samples", f"step_{s:07d}.png"), np.asarray(grid))
+        if is_chief:
+          save_image_grid(os.path.join(workdir, "samples", f"step_{s:07d}.png"), np.asarray(grid))
       if ckpt_now:
         ckpt.save(state, batches.position, test_metrics_now)
       progress.update(1)
