@@ -16,6 +16,9 @@ CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/vae.py (a preset after a colon: configs/vae.py:tiny).",
     lock_config=True)
 WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, samples and the resolved config.")
+DISTRIBUTED = flags.DEFINE_boolean(
+    "jax_distributed", False, "Call jax.distributed.initialize() first (multi-host runs; each host runs "
+    "the same command and feeds its slice of every global batch).")
 
 
 def _parse(argv: list[str]) -> list[str]:
@@ -43,6 +46,9 @@ def run(main) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge", "orbax"):
       logging.getLogger(noisy).setLevel(logging.WARNING)
+    if DISTRIBUTED.value:
+      import jax
+      jax.distributed.initialize()
     return main(argv)
 
   app.run(_main, flags_parser=_parse)
