@@ -124,7 +124,7 @@ def elbo(log_likelihood: jax.Array, kl: jax.Array, beta: float = 1.0) -> jax.Arr
   """The (beta-weighted) evidence lower bound E_q[log p(x|z)] - beta * KL(q(z|x) || p(z)).
 
   beta = 1 gives the ELBO, a lower bound on log p(x); beta != 1 gives the beta-VAE
-  objective, which is not a bound. Shapes broadcast (typically `[B]`).
+  objective, which is not a bound. Both inputs have the same shape (typically `[B]`).
   """
   checks.check_same_shape(log_likelihood=log_likelihood, kl=kl)
   return log_likelihood - beta * kl
@@ -139,6 +139,8 @@ def iwae_bound(log_weights: jax.Array, axis: int = 0) -> jax.Array:
     `[B]`; K = 1 gives the ELBO, and the bound tightens as K grows.
   """
   k = log_weights.shape[axis]
+  if k < 1:
+    raise ValueError(f"iwae_bound needs at least one sample on axis {axis}, got shape {log_weights.shape}")
   return jax.nn.logsumexp(log_weights, axis=axis) - jnp.log(float(k))
 
 

@@ -40,7 +40,9 @@ def encode_split(family: Any, params: Any, source: Any, key: jax.Array,
 
 
 def decode_images(family: Any, params: Any, z: jax.Array, labels: jax.Array | None = None) -> np.ndarray:
-  """Decoder means for codes `[N, Z]` as `uint8[N, H, W, C]`."""
+  """Decoder means for codes `[N, Z]` (and labels `[N]` for a conditional VAE) as `uint8[N, H, W, C]`."""
+  if family.conditional and labels is None:
+    raise ValueError("a conditional VAE decodes codes together with their labels; pass labels [N]")
   cond = jax.nn.one_hot(labels, family.num_classes) if family.conditional else None
   out = family.decode(params, jnp.asarray(z), cond)
   return np.asarray(preprocess.from_unit(family._mean_image(out)))

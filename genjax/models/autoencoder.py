@@ -130,6 +130,10 @@ class AutoencoderFamily:
       raise ValueError(f"model.latent_dim must be positive, got {cfg.latent_dim}")
     if cfg.beta < 0:
       raise ValueError(f"model.beta must be >= 0, got {cfg.beta}")
+    if cfg.kind == "dae" and not (cfg.corruption_level >= 0 and
+                                  (cfg.corruption == "gaussian" or cfg.corruption_level <= 1)):
+      raise ValueError(f"model.corruption_level={cfg.corruption_level} is not valid for {cfg.corruption!r} "
+                       f"corruption; expected >= 0 (and <= 1 for masking)")
     if cfg.kind == "cvae" and info.num_classes <= 0:
       raise ValueError(f"model.kind='cvae' needs labels, but dataset {info.name!r} has none")
     self.cfg = cfg
@@ -274,17 +278,19 @@ class AutoencoderFamily:
     return preprocess.from_unit(self._mean_image(self.decode(params, mean, cond)))
 
   def sample_grid(self, params, model_state, key, batch, num: int) -> jax.Array:
-    """Prior samples for VAEs; for autoencoders, rows of inputs each followed by their reconstructions."""
+    """`uint8[num, H, W, C]`: prior samples for VAEs; for autoencoders, (input,
+    reconstruction) pairs side by side, `num // 2` of them (a blank image pads an odd `num`)."""
     if self.variational:
       return self.sample(params, key, num)
-    cols = max(int(math.sqrt(num)), 1)
-    n = min(num // 2, batch["image"].shape[0])
-    n -= n % cols
+    n = num // 2
+    if batch["image"].shape[0] < n:
+      raise ValueError(f"sample_grid needs {n} input images for num={num}, got a batch of {batch['image'].shape[0]}")
     sub = jax.tree.map(lambda a: a[:n], batch)
     recon = self.reconstruct(params, sub, key)
-    rows_in = sub["image"].reshape((-1, cols) + self.image_shape)
-    rows_out = recon.reshape((-1, cols) + self.image_shape)
-    return jnp.stack([rows_in, rows_out], axis=1).reshape((-1,) + self.image_shape)
+    pairs = jnp.stack([sub["image"], recon], axis=1).reshape((2 * n,) + self.image_shape)
+    if num % 2:
+      pairs = jnp.concatenate([pairs, jnp.zeros((1,) + self.image_shape, jnp.uint8)])
+    return pairs
 
 
 def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
