@@ -51,7 +51,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3                 # the last N, plus the best by the family's metric
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 250
+  c.eval.batch_size = 256               # a multiple of every power-of-two device count
   c.eval.use_ema = True
   c.eval.num_samples = 64               # images in each periodic sample grid
   return c

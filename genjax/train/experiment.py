@@ -35,8 +35,8 @@ class Experiment:
     self.info, self.splits = data_lib.load_dataset(config.data)
     self.family = models.get_family(config.model, self.info)
     self.mesh = mesh if mesh is not None else sharding.make_mesh(config.num_devices)
-    sharding.check_batch_size(config.train.batch_size, self.mesh)
-    sharding.check_batch_size(config.eval.batch_size, self.mesh)
+    sharding.check_batch_size(config.train.batch_size, self.mesh, "train.batch_size")
+    sharding.check_batch_size(config.eval.batch_size, self.mesh, "eval.batch_size")
     if config.train.num_steps < 0:
       raise ValueError(f"train.num_steps must be >= 0, got {config.train.num_steps}")
     schedule_steps = config.optim.schedule_steps or config.train.num_steps
@@ -110,6 +110,8 @@ class Experiment:
       shard = self.shard(batch)
       mask = sharding.shard_batch({"mask": mask}, self.mesh)["mask"]
       sums = eval_step(params, model_state, shard, mask, jax.random.fold_in(key, i))
+      if sharding.one_step_in_flight(self.mesh):
+        jax.block_until_ready(sums)
       totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     totals = jax.device_get(totals)
     return {k: float(v) / len(source) for k, v in totals.items()}

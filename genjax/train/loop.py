@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from genjax.eval.grids import save_image_grid
+from genjax.train import sharding
 from genjax.train.experiment import Experiment
 from genjax.train.metric_writer import MetricWriter
 
@@ -52,6 +53,7 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
     return {}
 
   train_step = exp.train_step()
+  sync_steps = sharding.one_step_in_flight(exp.mesh)
   sample_grid = jax.jit(exp.family.sample_grid, static_argnames="num")
   grid_batch = exp.splits["test"][np.arange(config.eval.num_samples) % len(exp.splits["test"])]
   batches = exp.batch_iterator(position)
@@ -62,6 +64,8 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
   try:
     for step in range(start, tc.num_steps):
       state, metrics = train_step(state, exp.shard(next(batches)))
+      if sync_steps:
+        jax.block_until_ready(state.step)
       pending.append(metrics)
       s = step + 1
       last = s == tc.num_steps

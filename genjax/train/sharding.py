@@ -28,6 +28,17 @@ def make_mesh(num_devices: int = 0) -> Mesh:
   return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def one_step_in_flight(mesh: Mesh) -> bool:
+  """Whether to wait for each step before dispatching the next.
+
+  True for CPU meshes of several devices: XLA's CPU all-reduce can deadlock when the
+  executions of consecutive steps interleave on a small machine (seen with 4 forced
+  host devices on 2 cores: "Expected 4 threads to join the rendezvous, but only 2
+  ... arrived"). Accelerators keep asynchronous dispatch.
+  """
+  return mesh.devices.size > 1 and mesh.devices.flat[0].platform == "cpu"
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
@@ -36,11 +47,11 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch_size: int, mesh: Mesh) -> None:
+def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = "batch size") -> None:
   n = mesh.devices.size
-  if global_batch_size % n:
-    raise ValueError(f"batch size {global_batch_size} is not divisible by the {n} devices of the mesh; "
-                     f"choose a multiple of {n}")
+  if global_batch_size <= 0 or global_batch_size % n:
+    raise ValueError(f"{name} {global_batch_size} is not divisible by the {n} devices of the mesh; "
+                     f"choose a positive multiple of {n}")
 
 
 def shard_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
