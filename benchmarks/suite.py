@@ -1,0 +1,87 @@
+"""The step-throughput suite: every benchmarked config, each in its own process.
+
+  python -m benchmarks.suite                 # all cases, table + JSON lines
+  python -m benchmarks.suite --only=vae      # cases whose name contains 'vae'
+  python -m benchmarks.suite --out=benchmarks/results/cpu.jsonl
+
+Each case runs `benchmarks.step_throughput` in a fresh process (so a case can force
+its own number of host devices). Memory targets are checked: the compiled step's
+temporary buffer size (`temp_bytes`, from XLA's memory analysis, deterministic for a
+given program) must stay within `max_temp_mib`. Speeds are reported, not asserted:
+compare medians and ratios taken side by side in one run of the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name, config, batch sizes, forced host devices (CPU only; 0 = the platform's own), memory target (MiB)
+CASES = [
+    ("vae_mlp", "configs/vae.py", [32, 128, 512], 0, 64),
+    ("vae_conv", "configs/vae.py:conv", [64], 0, 256),
+    ("vae_mlp_4dev", "configs/vae.py", [128], 4, 64),
+    ("cvae_mlp", "configs/cvae.py", [128], 0, 64),
+]
+
+
+def run_case(name, config, batch_sizes, devices, steps, repeats):
+  env = dict(os.environ, PYTHONPATH=REPO)
+  if devices:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  cmd = [sys.executable, "-m", "benchmarks.step_throughput", f"--config={config}",
+         f"--batch_sizes={','.join(map(str, batch_sizes))}", f"--steps={steps}", f"--repeats={repeats}"]
+  p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+  if p.returncode != 0:
+    raise RuntimeError(f"benchmark case {name} failed:\n{p.stderr[-3000:]}")
+  records = json.loads(p.stdout.strip().splitlines()[-1])
+  records = records if isinstance(records, list) else [records]
+  for r in records:
+    r["case"] = name
+  return records
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--only", default="", help="run the cases whose name contains this")
+  ap.add_argument("--steps", type=int, default=50)
+  ap.add_argument("--repeats", type=int, default=5)
+  ap.add_argument("--out", default=None, help="append the records here (JSON lines)")
+  args = ap.parse_args()
+  records, failures = [], []
+  for name, config, sizes, devices, max_mib in CASES:
+    if args.only not in name:
+      continue
+    for r in run_case(name, config, sizes, devices, args.steps, args.repeats):
+      r["max_temp_mib"] = max_mib
+      if r["temp_bytes"] is not None and r["temp_bytes"] > max_mib * 2**20:
+        failures.append(f"{name} batch {r['batch_size']}: temp {r['temp_bytes'] / 2**20:.1f} MiB > {max_mib} MiB")
+      records.append(r)
+  print(f"{'case':<14}{'devices':>8}{'batch':>7}{'steps/s':>10}{'examples/s':>12}{'ms/step':>9}"
+        f"{'compile s':>10}{'temp MiB':>10}{'params':>10}")
+  for r in records:
+    temp = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.1f}"
+    print(f"{r['case']:<14}{r['device_count']:>8}{r['batch_size']:>7}{r['steps_per_sec']:>10.1f}"
+          f"{r['examples_per_sec']:>12.0f}{r['step_ms_median']:>9.2f}{r['compile_seconds']:>10.2f}{temp:>10}"
+          f"{r['param_count']:>10d}")
+  if records:
+    print(f"device: {records[0]['device_kind']} ({records[0]['platform']})")
+  if args.out:
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "a") as f:
+      for r in records:
+        f.write(json.dumps(r, sort_keys=True) + "\n")
+  for r in records:
+    print(json.dumps(r, sort_keys=True))
+  if failures:
+    print("memory targets exceeded:\n  " + "\n  ".join(failures), file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  main()
