@@ -43,6 +43,19 @@ def test_train_resume_evaluate_sample(tmp_path):
   assert Image.open(out).size[0] > 8 * 4  # a 4x4 grid of (upscaled) 8x8 digits
 
 
+def test_train_uses_every_forced_host_device(tmp_path):
+  """The default num_devices=0 takes all 4 forced CPU devices and trains through the all-reduce."""
+  workdir = str(tmp_path / "four")
+  p = run_module("experiments.train", "--config=configs/vae.py:tiny", f"--workdir={workdir}",
+                 "--config.train.num_steps=40", "--config.train.checkpoint_every=40",
+                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert "on 4 cpu device(s)" in p.stderr
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f]
+  assert [r["step"] for r in records if r["split"] == "train"][-1] == 40
+
+
 def test_unknown_config_key_fails_clearly(tmp_path):
   p = run_module("experiments.train", "--config=configs/vae.py:tiny", f"--workdir={tmp_path}",
                  "--config.train.num_stepz=5")

@@ -52,6 +52,8 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
     ckpt.close()
     return {}
 
+  log.info("training %s on %d %s device(s), global batch %d, from step %d to %d", config.model.family,
+           exp.mesh.devices.size, exp.mesh.devices.flat[0].platform, tc.batch_size, start, tc.num_steps)
   train_step = exp.train_step()
   sync_steps = sharding.one_step_in_flight(exp.mesh)
   sample_grid = jax.jit(exp.family.sample_grid, static_argnames="num")
