@@ -54,6 +54,15 @@ def run(main) -> None:
   app.run(_main, flags_parser=_parse)
 
 
+def restore_or_exit(exp, workdir: str, which: str):
+  """`exp.restore(workdir, which)`, or a one-line error and exit status 1 if there is no such checkpoint."""
+  try:
+    return exp.restore(workdir, which)
+  except FileNotFoundError as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(1)
+
+
 def require_workdir() -> str:
   if not WORKDIR.value:
     sys.stderr.write("error: --workdir is required\n")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 from absl import flags
@@ -34,14 +33,7 @@ def main(argv):
 
   config = common.CONFIG.value
   exp = Experiment(config)
-  ckpt = exp.checkpointer(workdir, async_save=False)
-  try:
-    step = ckpt.resolve(CHECKPOINT.value)
-  except FileNotFoundError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(1)
-  state, meta = ckpt.restore(exp.init_state(), step)
-  ckpt.close()
+  state, step = common.restore_or_exit(exp, workdir, CHECKPOINT.value)
   options = {}
   if getattr(exp.family, "variational", False) and config.eval.get("iwae_samples", 0):
     options["iwae_samples"] = int(config.eval.iwae_samples)

@@ -44,14 +44,7 @@ def main(argv):
     sys.stderr.write(f"error: --num must be positive, got {NUM.value}\n")
     sys.exit(2)
   exp = Experiment(common.CONFIG.value)
-  ckpt = exp.checkpointer(workdir, async_save=False)
-  try:
-    step = ckpt.resolve(CHECKPOINT.value)
-  except FileNotFoundError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(1)
-  state, _ = ckpt.restore(exp.init_state(), step)
-  ckpt.close()
+  state, step = common.restore_or_exit(exp, workdir, CHECKPOINT.value)
   params, family = exp.eval_params(state), exp.family
   key = jax.random.fold_in(exp.sample_key(), SEED.value)
   test = exp.splits["test"]

@@ -128,7 +128,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     return loss * np.nan, aux
 
   monkeypatch.setattr(AutoencoderFamily, "loss", nan_loss)
-  with pytest.raises(loop.NonFiniteLossError, match=r"non-finite .*loss.*last good checkpoint \(step 10\)"):
+  with pytest.raises(loop.NonFiniteLossError, match=r"non-finite .*loss.* in steps 11 to 15 .*last good checkpoint \(step 10\)"):
     loop.train_and_evaluate(tiny_config(**{"train.num_steps": 20}), workdir, mesh=make_mesh(1))
   state, meta = _restore(tiny_config(), workdir)
   assert meta["step"] == 10

@@ -75,6 +75,19 @@ class Experiment:
                         best_metric=f"test/{self.family.best_metric}", best_mode=self.family.best_mode,
                         **kwargs)
 
+  def restore(self, workdir: str, which: str | int | None = "latest") -> tuple[TrainState, int]:
+    """The state of checkpoint `which` ('latest', 'best' or a step) in `workdir`, and its step.
+
+    Raises FileNotFoundError, saying what exists, when there is no such checkpoint.
+    """
+    ckpt = self.checkpointer(workdir, async_save=False)
+    try:
+      step = ckpt.resolve(which)
+      state, _ = ckpt.restore(self.init_state(), step)
+    finally:
+      ckpt.close()
+    return state, step
+
   def batch_iterator(self, position: int = 0) -> data_lib.BatchIterator:
     return data_lib.BatchIterator(
         self.splits["train"], self.config.train.batch_size, seed=self.config.seed, position=position,

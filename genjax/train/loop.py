@@ -61,7 +61,8 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
   batches = exp.batch_iterator(position)
   writer = MetricWriter(workdir, enable_tensorboard=config.train.tensorboard) if is_chief else None
   progress = _progress(start, tc.num_steps, enabled=is_chief and tc.progress_bar)
-  pending, t0, s0 = [], time.perf_counter(), start  # per-step metrics, still on device
+  pending, t0, s0, paused = [], time.perf_counter(), start, 0.0  # per-step metrics, still on device
+  checked = start  # the last step whose metrics were checked for NaN/inf
   test_metrics: dict = {}
   try:
     for step in range(start, tc.num_steps):
@@ -78,22 +79,22 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
         # One transfer per interval (not a sync per step); every step since the last
         # check is looked at, so nothing non-finite is ever checkpointed.
         fetched = jax.device_get(pending)
-        pending = []
+        first, pending, checked = checked + 1, [], s
         means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
           raise NonFiniteLossError(
-              f"non-finite {', '.join(bad)} between steps {s - tc.log_every if tc.log_every else start} and {s} "
+              f"non-finite {', '.join(bad)} in steps {first} to {s} "
               f"(train metrics {means}); stopping. The last good checkpoint (step {ckpt.latest_step()}) is kept "
               f"in {ckpt.directory}. Lower optim.learning_rate or set optim.grad_clip.")
         if log_now:
           now = time.perf_counter()
-          means["steps_per_sec"] = (s - s0) / max(now - t0, 1e-9)
-          t0, s0 = now, s
+          means["steps_per_sec"] = (s - s0) / max(now - t0 - paused, 1e-9)  # training time only
+          t0, s0, paused = now, s, 0.0
           if writer:
             writer.write(s, "train", means)
           progress.set_postfix(loss=f"{means['loss']:.4g}", steps_per_s=f"{means['steps_per_sec']:.1f}")
-      test_metrics_now = None
+      test_metrics_now, t_aside = None, time.perf_counter()
       if eval_now:
         test_metrics = exp.evaluate(exp.eval_params(state), state.model_state)
         test_metrics_now = {f"test/{k}": v for k, v in test_metrics.items()}
@@ -107,8 +108,10 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
           save_image_grid(os.path.join(workdir, "samples", f"step_{s:07d}.png"), np.asarray(grid))
       if ckpt_now:
         ckpt.save(state, batches.position, test_metrics_now)
+      paused += time.perf_counter() - t_aside  # evaluation, sampling, checkpointing
       progress.update(1)
   finally:
+    batches.close()
     progress.close()
     ckpt.close()
     if writer:
