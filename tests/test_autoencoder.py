@@ -9,6 +9,7 @@ Params are built once per network (ae and dae share a net, as do the vae variant
 """
 
 import math
+import os
 import re
 
 import chex
@@ -572,3 +573,32 @@ def test_argument_errors_name_the_bad_value():
   cvae = AutoencoderFamily(cfg.model, info)
   with pytest.raises(ValueError, match="pass labels"):
     latent.decode_images(cvae, None, np.zeros((2, cfg.model.latent_dim)))
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_figures_every_kind(built, data, kind, tmp_path):
+  from genjax.eval import figures
+  from genjax.eval.latent import encode_split, save_latent_map
+  family, params = built(kind=kind)
+  test = data[1]["test"]
+  key = _key(5)
+  samples, _ = figures.autoencoder_figure(family, params, test, "samples", 12, key)
+  chex.assert_shape(samples, (12, 8, 8, 1))
+  recon, _ = figures.autoencoder_figure(family, params, test, "reconstructions", 12, key)
+  chex.assert_shape(recon, (12, 8, 8, 1))
+  np.testing.assert_array_equal(recon[0::2], test[np.arange(6)]["image"])  # inputs, then their reconstructions
+  interp, ncol = figures.autoencoder_figure(family, params, test, "interpolation", 16, key, spherical=True)
+  chex.assert_shape(interp, (16, 8, 8, 1))
+  assert ncol == figures.INTERPOLATION_STEPS
+  attr, ncol = figures.autoencoder_figure(family, params, test, "attribute", 16, key, label=3)
+  chex.assert_shape(attr, (16, 8, 8, 1))
+  # Scale 0 decodes the unchanged code; larger scales move away from it.
+  assert not np.array_equal(attr[0], attr[ncol - 1])
+  with pytest.raises(ValueError, match="unknown figure kind"):
+    figures.autoencoder_figure(family, params, test, "movie", 4, key)
+  z, labels = encode_split(family, params, test, key)
+  chex.assert_shape(z, (len(test), family.cfg.latent_dim))
+  with pytest.raises(ValueError, match="needs a 2-D latent"):
+    save_latent_map(str(tmp_path / "map.png"), z, labels)
+  path = save_latent_map(str(tmp_path / "map.png"), z[:, :2], labels)
+  assert os.path.getsize(path) > 1000

@@ -277,20 +277,24 @@ class AutoencoderFamily:
     mean, _ = self.encode(params, x, cond)
     return preprocess.from_unit(self._mean_image(self.decode(params, mean, cond)))
 
-  def sample_grid(self, params, model_state, key, batch, num: int) -> jax.Array:
-    """`uint8[num, H, W, C]`: prior samples for VAEs; for autoencoders, (input,
-    reconstruction) pairs side by side, `num // 2` of them (a blank image pads an odd `num`)."""
-    if self.variational:
-      return self.sample(params, key, num)
+  def reconstruction_grid(self, params, key, batch, num: int) -> jax.Array:
+    """`uint8[num, H, W, C]`: `num // 2` (input, reconstruction) pairs side by side
+    (inputs as stored; a blank image pads an odd `num`)."""
     n = num // 2
     if batch["image"].shape[0] < n:
-      raise ValueError(f"sample_grid needs {n} input images for num={num}, got a batch of {batch['image'].shape[0]}")
+      raise ValueError(f"{num} grid images need {n} inputs, got a batch of {batch['image'].shape[0]}")
     sub = jax.tree.map(lambda a: a[:n], batch)
     recon = self.reconstruct(params, sub, key)
     pairs = jnp.stack([sub["image"], recon], axis=1).reshape((2 * n,) + self.image_shape)
     if num % 2:
       pairs = jnp.concatenate([pairs, jnp.zeros((1,) + self.image_shape, jnp.uint8)])
     return pairs
+
+  def sample_grid(self, params, model_state, key, batch, num: int) -> jax.Array:
+    """`uint8[num, H, W, C]`: prior samples for VAEs, `reconstruction_grid` for autoencoders."""
+    if self.variational:
+      return self.sample(params, key, num)
+    return self.reconstruction_grid(params, key, batch, num)
 
 
 def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
