@@ -23,7 +23,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.features = (16, 32)          # conv channels, one stride-2 stage each
   m.likelihood = "bernoulli"     # bernoulli (binarized data) | gaussian (dequantized 8-bit)
   m.binarization = "dynamic"     # dynamic (Bernoulli draw per step) | threshold (at 0.5)
-  m.learn_variance = True        # gaussian: learned per-pixel log-variance
+  m.learn_variance = True        # gaussian: the decoder also outputs a per-pixel log-variance
   m.gaussian_logvar = 0.0        # gaussian: fixed log-variance when not learned
   m.beta = 1.0                   # beta-VAE weight on the KL (1 = the ELBO)
   m.corruption = "gaussian"      # dae: gaussian | masking

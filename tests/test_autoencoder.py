@@ -120,11 +120,9 @@ def test_init_loss_and_grad(built, batch, kind, arch, likelihood):
   else:
     assert logvar is None
   out = jax.eval_shape(family.decode, params, mean, cond)
-  chex.assert_shape(out, (B, 8, 8, 1))
+  # A Gaussian decoder with learned variance also outputs a log-variance per pixel.
+  chex.assert_shape(out, (B, 8, 8, 2 if likelihood == "gaussian" else 1))
   chex.assert_type(out, jnp.float32)
-  assert ("decoder_logvar" in params) == (likelihood == "gaussian")
-  if likelihood == "gaussian":
-    chex.assert_shape(params["decoder_logvar"], (8, 8, 1))
 
   (loss, (metrics, state)), grads = jax.jit(jax.value_and_grad(family.loss, has_aux=True))(
       params, {}, batch, _key(1))
@@ -248,26 +246,31 @@ def test_evaluate_bernoulli_vae_and_iwae(built, batch):
 def test_evaluate_gaussian_vae_bits_include_dequantization(built, batch):
   family, params = built(kind="vae", likelihood="gaussian")
   key = _key(6)
-  out = family.evaluate(params, {}, batch, key)
-  assert "iwae" not in out
+  out_eval = family.evaluate(params, {}, batch, key)
+  assert "iwae" not in out_eval
   # Continuous density on [0, 1): the discrete NLL bound adds D * log(256) nats = 8 bits/dim.
-  chex.assert_trees_all_close(out["bits_per_dim"], -out["elbo"] / (D * LN2) + 8.0, rtol=1e-6)
-  # The reconstruction term: dequantized data under N(decoder mean, e^decoder_logvar).
+  chex.assert_trees_all_close(out_eval["bits_per_dim"], -out_eval["elbo"] / (D * LN2) + 8.0, rtol=1e-6)
+  # The reconstruction term: dequantized data under N(decoder mean, e^logvar), the
+  # log-variance output softly floored at log((1/256)^2 / 12).
   k_data, k_z, _ = jax.random.split(key, 3)
   image = np.asarray(batch["image"], np.float64)
   x = (image + np.asarray(jax.random.uniform(k_data, image.shape), np.float64)) / 256.0
   assert np.all((x >= 0) & (x < 1)) and np.all(np.floor(x * 256) == image)
   mean, logvar = family.encode(params, jnp.asarray(x, jnp.float32))
   z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(k_z, mean.shape)
-  out_mean = np.asarray(family.decode(params, z), np.float64)
-  sd = np.exp(0.5 * np.asarray(params["decoder_logvar"], np.float64))
-  ll = scipy.stats.norm.logpdf(x, out_mean, sd).reshape(B, -1).sum(-1)
-  np.testing.assert_allclose(np.asarray(out["recon_nll"]), -ll, rtol=1e-4, atol=1e-3)
-  # Fixed variance: model.learn_variance=False uses model.gaussian_logvar, no parameter.
-  fixed = make_family(family.info, kind="vae", likelihood="gaussian", learn_variance=False, gaussian_logvar=-2.0)
-  fixed_params = {k: v for k, v in params.items() if k != "decoder_logvar"}
+  out = np.asarray(family.decode(params, z), np.float64)
+  floor = math.log(1.0 / (12 * 256**2))
+  lv = floor + np.logaddexp(0.0, out[..., 1:] - floor)
+  ll = scipy.stats.norm.logpdf(x, out[..., :1], np.exp(0.5 * lv)).reshape(B, -1).sum(-1)
+  np.testing.assert_allclose(np.asarray(out_eval["recon_nll"]), -ll, rtol=1e-4, atol=1e-3)
+  assert np.all(lv >= floor)
+  # Fixed variance: model.learn_variance=False uses model.gaussian_logvar and a C-channel decoder.
+  fixed, fixed_params = built(kind="vae", likelihood="gaussian", learn_variance=False, gaussian_logvar=-2.0)
   out_fixed = fixed.evaluate(fixed_params, {}, batch, key)
-  ll_fixed = scipy.stats.norm.logpdf(x, out_mean, math.exp(-1.0)).reshape(B, -1).sum(-1)
+  mean_f, logvar_f = fixed.encode(fixed_params, jnp.asarray(x, jnp.float32))
+  z_f = mean_f + jnp.exp(0.5 * logvar_f) * jax.random.normal(k_z, mean_f.shape)
+  loc_f = np.asarray(fixed.decode(fixed_params, z_f), np.float64)
+  ll_fixed = scipy.stats.norm.logpdf(x, loc_f, math.exp(-1.0)).reshape(B, -1).sum(-1)
   np.testing.assert_allclose(np.asarray(out_fixed["recon_nll"]), -ll_fixed, rtol=1e-4, atol=1e-3)
 
 

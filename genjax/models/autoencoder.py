@@ -32,6 +32,8 @@ ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 BINARIZATIONS = ("dynamic", "threshold")
 CORRUPTIONS = ("gaussian", "masking")
+#: log((1/256)^2 / 12): the log-variance of U[0, 1/256), the dequantization noise in [0, 1] units.
+LOGVAR_FLOOR = math.log(1.0 / (12.0 * 256.0**2))
 
 
 def corrupt(key: jax.Array, x: jax.Array, kind: str, level: float) -> jax.Array:
@@ -63,7 +65,8 @@ class AutoencoderNet(nn.Module):
   """Encoder and decoder of every autoencoder kind (MLP or convolutional).
 
   `encode`: `[B, H, W, C]` (+ one-hot `[B, K]`) -> `(mean [B, Z], logvar [B, Z] or None)`.
-  `decode`: `[B, Z]` (+ one-hot `[B, K]`) -> `[B, H, W, C]` logits (Bernoulli) or means (Gaussian).
+  `decode`: `[B, Z]` (+ one-hot `[B, K]`) -> `[B, H, W, C]` logits (Bernoulli) or means
+  (Gaussian); with `learn_variance`, `[B, H, W, 2C]`: means, then raw log-variances.
   """
 
   variational: bool
@@ -76,14 +79,14 @@ class AutoencoderNet(nn.Module):
 
   def setup(self):
     enc_out = 2 * self.latent_dim if self.variational else self.latent_dim
+    h, w, c = self.image_shape
+    self.out_shape = (h, w, 2 * c if self.learn_variance else c)
     if self.arch == "mlp":
       self.encoder = MLP(tuple(self.hidden) + (enc_out,))
-      self.decoder = MLP(tuple(reversed(self.hidden)) + (math.prod(self.image_shape),))
+      self.decoder = MLP(tuple(reversed(self.hidden)) + (math.prod(self.out_shape),))
     else:
       self.encoder = ConvEncoder(tuple(self.features), enc_out, hidden=self.hidden[0])
-      self.decoder = ConvDecoder(tuple(self.features), tuple(self.image_shape), hidden=self.hidden[0])
-    if self.learn_variance:
-      self.decoder_logvar = self.param("decoder_logvar", nn.initializers.zeros, tuple(self.image_shape))
+      self.decoder = ConvDecoder(tuple(self.features), self.out_shape, hidden=self.hidden[0])
 
   def encode(self, x, cond=None):
     if self.arch == "mlp":
@@ -101,18 +104,12 @@ class AutoencoderNet(nn.Module):
   def decode(self, z, cond=None):
     if self.arch == "mlp":
       h = z if cond is None else jnp.concatenate([z, cond], axis=-1)
-      return self.decoder(h).reshape((z.shape[0],) + tuple(self.image_shape))
+      return self.decoder(h).reshape((z.shape[0],) + self.out_shape)
     return self.decoder(z, cond)
-
-  def output_logvar(self):
-    return self.decoder_logvar if self.learn_variance else None
 
   def __call__(self, x, cond=None):
     mean, _ = self.encode(x, cond)
-    out = self.decode(mean, cond)
-    if self.learn_variance:
-      out = out + 0.0 * self.decoder_logvar  # touch the parameter so init creates it
-    return out
+    return self.decode(mean, cond)
 
 
 class AutoencoderFamily:
@@ -166,17 +163,31 @@ class AutoencoderFamily:
       return None
     return jax.nn.one_hot(batch["label"], self.num_classes)
 
+  def gaussian_output(self, out: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Gaussian decoder output -> `(mean [B, H, W, C], log-variance)`.
+
+    A learned log-variance is softly floored at `LOGVAR_FLOOR`, the log-variance of
+    the uniform dequantization noise: no 8-bit image needs a narrower density, and the
+    floor keeps the likelihood bounded. Otherwise the fixed `model.gaussian_logvar`.
+    """
+    if not self.net.learn_variance:
+      return out, jnp.asarray(self.cfg.gaussian_logvar, out.dtype)
+    c = self.image_shape[-1]
+    raw = out[..., c:]
+    return out[..., :c], LOGVAR_FLOOR + jax.nn.softplus(raw - LOGVAR_FLOOR)
+
   def _log_likelihood(self, params, x, out) -> jax.Array:
+    del params
     if self.cfg.likelihood == "bernoulli":
       return losses.bernoulli_log_likelihood(x, out)
-    logvar = params["decoder_logvar"] if "decoder_logvar" in params else self.cfg.gaussian_logvar
-    return losses.gaussian_log_likelihood(x, out, logvar)
+    mean, logvar = self.gaussian_output(out)
+    return losses.gaussian_log_likelihood(x, mean, jnp.broadcast_to(logvar, mean.shape))
 
   def _mean_image(self, out: jax.Array) -> jax.Array:
     """Decoder output -> expected image in [0, 1]."""
     if self.cfg.likelihood == "bernoulli":
       return jax.nn.sigmoid(out)
-    return jnp.clip(out, 0.0, 1.0)
+    return jnp.clip(self.gaussian_output(out)[0], 0.0, 1.0)
 
   def _bits(self, nll: jax.Array) -> jax.Array:
     width = None if self.cfg.likelihood == "bernoulli" else 1.0 / 256.0
