@@ -5,6 +5,7 @@ Presets (comma-separated after the file name, e.g. `configs/vae.py:tiny,conv`):
   conv      strided-conv encoder and transposed-conv decoder instead of the MLPs
             (about 8x slower per step on a 2-core CPU)
   gaussian  dequantized 8-bit data under a Gaussian decoder (bits/dim with the correction)
+  discretized  8-bit data under a discretized Gaussian decoder (exact discrete bits/dim)
   latent2   a 2-D latent (for the latent map)
 """
 
@@ -21,7 +22,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.latent_dim = 16
   m.hidden = (512, 256)          # MLP widths (conv: the first is the dense width)
   m.features = (16, 32)          # conv channels, one stride-2 stage each
-  m.likelihood = "bernoulli"     # bernoulli (binarized data) | gaussian (dequantized 8-bit)
+  m.likelihood = "bernoulli"     # bernoulli (binarized) | gaussian (dequantized 8-bit) | discretized_gaussian (8-bit)
   m.binarization = "dynamic"     # dynamic (Bernoulli draw per step) | threshold (at 0.5)
   m.learn_variance = True        # gaussian: the decoder also outputs a per-pixel log-variance
   m.gaussian_logvar = 0.0        # gaussian: fixed log-variance when not learned
@@ -49,11 +50,15 @@ def _gaussian(c):
   c.model.likelihood = "gaussian"
 
 
+def _discretized(c):
+  c.model.likelihood = "discretized_gaussian"
+
+
 def _latent2(c):
   c.model.latent_dim = 2
 
 
-PRESETS = {"tiny": _tiny, "conv": _conv, "gaussian": _gaussian, "latent2": _latent2}
+PRESETS = {"tiny": _tiny, "conv": _conv, "gaussian": _gaussian, "discretized": _discretized, "latent2": _latent2}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:

@@ -121,7 +121,7 @@ def test_init_loss_and_grad(built, batch, kind, arch, likelihood):
     assert logvar is None
   out = jax.eval_shape(family.decode, params, mean, cond)
   # A Gaussian decoder with learned variance also outputs a log-variance per pixel.
-  chex.assert_shape(out, (B, 8, 8, 2 if likelihood == "gaussian" else 1))
+  chex.assert_shape(out, (B, 8, 8, 1 if likelihood == "bernoulli" else 2))
   chex.assert_type(out, jnp.float32)
 
   (loss, (metrics, state)), grads = jax.jit(jax.value_and_grad(family.loss, has_aux=True))(
@@ -272,6 +272,25 @@ def test_evaluate_gaussian_vae_bits_include_dequantization(built, batch):
   loc_f = np.asarray(fixed.decode(fixed_params, z_f), np.float64)
   ll_fixed = scipy.stats.norm.logpdf(x, loc_f, math.exp(-1.0)).reshape(B, -1).sum(-1)
   np.testing.assert_allclose(np.asarray(out_fixed["recon_nll"]), -ll_fixed, rtol=1e-4, atol=1e-3)
+
+
+def test_evaluate_discretized_gaussian_vae_is_an_exact_discrete_likelihood(built, batch):
+  family, params = built(kind="vae", likelihood="discretized_gaussian")
+  key = _key(9)
+  out_eval = family.evaluate(params, {}, batch, key)
+  # Discrete likelihood: no dequantization term in bits/dim.
+  chex.assert_trees_all_close(out_eval["bits_per_dim"], -out_eval["elbo"] / (D * LN2), rtol=1e-6)
+  _, k_z, _ = jax.random.split(key, 3)
+  x = np.asarray(batch["image"], np.float64) / 255.0
+  mean, logvar = family.encode(params, jnp.asarray(x, jnp.float32))
+  z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(k_z, mean.shape)
+  out = np.asarray(family.decode(params, z), np.float64)
+  floor = 2 * math.log(0.1 / 255)
+  sd = np.exp(0.5 * (floor + np.logaddexp(0.0, out[..., 1:] - floor)))
+  lo = np.where(batch["image"] == 0, -np.inf, x - 0.5 / 255)
+  hi = np.where(batch["image"] == 255, np.inf, x + 0.5 / 255)
+  p = scipy.stats.norm.cdf(hi, out[..., :1], sd) - scipy.stats.norm.cdf(lo, out[..., :1], sd)
+  np.testing.assert_allclose(np.asarray(out_eval["recon_nll"]), -np.log(p).reshape(B, -1).sum(-1), rtol=1e-3)
 
 
 def test_evaluate_autoencoder(built, batch):

@@ -409,3 +409,26 @@ def test_check_same_shape_and_min_rank():
   checks.check_min_rank("m", np.zeros((2, 2)), 2)
   with pytest.raises(ValueError, match=r"m must have at least 3 dimension\(s\) \(why\), got shape \(2, 2\)"):
     checks.check_min_rank("m", np.zeros((2, 2)), 3, "why")
+
+
+def test_discretized_gaussian_sums_to_one_and_matches_bin_integrals():
+  bins = np.arange(256) / 255.0
+  rng = np.random.default_rng(0)
+  for mean, logvar in [(0.3, -4.0), (-0.5, 0.0), (1.4, -9.0), (0.5, -16.0), (0.0, 3.0)]:
+    x = jnp.asarray(bins, jnp.float32)[:, None]
+    lp = losses.discretized_gaussian_log_likelihood(x, jnp.full_like(x, mean), jnp.full_like(x, logvar))
+    chex.assert_shape(lp, (256,))
+    assert np.all(np.isfinite(np.asarray(lp)))
+    np.testing.assert_allclose(np.exp(np.asarray(lp, np.float64)).sum(), 1.0, rtol=2e-5)
+    sd = math.exp(0.5 * logvar)
+    edges = np.concatenate([[-np.inf], (bins[:-1] + bins[1:]) / 2, [np.inf]])
+    expected = np.diff(scipy.stats.norm.cdf(edges, mean, sd))
+    keep = expected > 1e-30
+    np.testing.assert_allclose(np.asarray(lp, np.float64)[keep], np.log(expected[keep]), rtol=1e-3, atol=1e-4)
+  # Batched shape contract and gradients.
+  x = jnp.asarray(rng.integers(0, 256, (4, 3, 3, 1)) / 255.0, jnp.float32)
+  mean = jnp.asarray(rng.uniform(0, 1, x.shape), jnp.float32)
+  lv = jnp.asarray(rng.uniform(-8, 0, x.shape), jnp.float32)
+  chex.assert_shape(losses.discretized_gaussian_log_likelihood(x, mean, lv), (4,))
+  g = jax.grad(lambda m, v: losses.discretized_gaussian_log_likelihood(x, m, v).sum(), argnums=(0, 1))(mean, lv)
+  chex.assert_tree_all_finite(g)

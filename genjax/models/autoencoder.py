@@ -12,6 +12,8 @@ Data model: images arrive as uint8. With `likelihood='bernoulli'` they are binar
 decoder, so bits/dim is that of the binarized data. With `likelihood='gaussian'` they
 are uniformly dequantized to [0, 1) and scored by a diagonal Gaussian decoder; bits/dim
 then includes the dequantization correction (bin width 1/256), a bound on 8-bit data.
+With `likelihood='discretized_gaussian'` the 8-bit values themselves are scored by a
+Gaussian integrated over each of the 256 bins: an exact discrete likelihood.
 """
 
 from __future__ import annotations
@@ -29,11 +31,13 @@ from genjax.nn import MLP, ConvDecoder, ConvEncoder
 
 KINDS = ("ae", "dae", "vae", "cvae")
 ARCHS = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
 BINARIZATIONS = ("dynamic", "threshold")
 CORRUPTIONS = ("gaussian", "masking")
 #: log((1/256)^2 / 12): the log-variance of U[0, 1/256), the dequantization noise in [0, 1] units.
 LOGVAR_FLOOR = math.log(1.0 / (12.0 * 256.0**2))
+#: log((0.1/255)^2): a discretized Gaussian this narrow puts all but ~1e-6 of its mass in one bin.
+DISCRETE_LOGVAR_FLOOR = 2.0 * math.log(0.1 / 255.0)
 
 
 def corrupt(key: jax.Array, x: jax.Array, kind: str, level: float) -> jax.Array:
@@ -144,7 +148,7 @@ class AutoencoderFamily:
     self.net = AutoencoderNet(
         variational=self.variational, arch=cfg.arch, latent_dim=cfg.latent_dim,
         hidden=tuple(cfg.hidden), features=tuple(cfg.features), image_shape=self.image_shape,
-        learn_variance=cfg.likelihood == "gaussian" and cfg.learn_variance)
+        learn_variance=cfg.likelihood != "bernoulli" and cfg.learn_variance)
     self.best_metric = "bits_per_dim" if self.variational else "recon_nll"
     self.best_mode = "min"
 
@@ -156,6 +160,8 @@ class AutoencoderFamily:
       if self.cfg.binarization == "dynamic":
         return preprocess.binarize_dynamic(key, image)
       return preprocess.binarize_threshold(image)
+    if self.cfg.likelihood == "discretized_gaussian":
+      return preprocess.to_unit(image)  # bin centres k / 255
     return preprocess.dequantize_uniform(key, image)
 
   def _cond(self, batch) -> jax.Array | None:
@@ -166,22 +172,27 @@ class AutoencoderFamily:
   def gaussian_output(self, out: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Gaussian decoder output -> `(mean [B, H, W, C], log-variance)`.
 
-    A learned log-variance is softly floored at `LOGVAR_FLOOR`, the log-variance of
-    the uniform dequantization noise: no 8-bit image needs a narrower density, and the
-    floor keeps the likelihood bounded. Otherwise the fixed `model.gaussian_logvar`.
+    A learned log-variance is softly floored, `floor + softplus(raw - floor)`: for the
+    continuous Gaussian at `LOGVAR_FLOOR`, the log-variance of the uniform
+    dequantization noise (no 8-bit image needs a narrower density, and the floor keeps
+    the likelihood bounded); for the discretized one at `DISCRETE_LOGVAR_FLOOR`.
+    Otherwise the fixed `model.gaussian_logvar`.
     """
     if not self.net.learn_variance:
       return out, jnp.asarray(self.cfg.gaussian_logvar, out.dtype)
     c = self.image_shape[-1]
-    raw = out[..., c:]
-    return out[..., :c], LOGVAR_FLOOR + jax.nn.softplus(raw - LOGVAR_FLOOR)
+    floor = LOGVAR_FLOOR if self.cfg.likelihood == "gaussian" else DISCRETE_LOGVAR_FLOOR
+    return out[..., :c], floor + jax.nn.softplus(out[..., c:] - floor)
 
   def _log_likelihood(self, params, x, out) -> jax.Array:
     del params
     if self.cfg.likelihood == "bernoulli":
       return losses.bernoulli_log_likelihood(x, out)
     mean, logvar = self.gaussian_output(out)
-    return losses.gaussian_log_likelihood(x, mean, jnp.broadcast_to(logvar, mean.shape))
+    logvar = jnp.broadcast_to(logvar, mean.shape)
+    if self.cfg.likelihood == "discretized_gaussian":
+      return losses.discretized_gaussian_log_likelihood(x, mean, logvar)
+    return losses.gaussian_log_likelihood(x, mean, logvar)
 
   def _mean_image(self, out: jax.Array) -> jax.Array:
     """Decoder output -> expected image in [0, 1]."""
@@ -190,7 +201,7 @@ class AutoencoderFamily:
     return jnp.clip(self.gaussian_output(out)[0], 0.0, 1.0)
 
   def _bits(self, nll: jax.Array) -> jax.Array:
-    width = None if self.cfg.likelihood == "bernoulli" else 1.0 / 256.0
+    width = 1.0 / 256.0 if self.cfg.likelihood == "gaussian" else None  # the others are discrete
     return losses.bits_per_dim(nll, self.num_dims, bin_width=width)
 
   # ------------------------------------------------------------------ protocol
