@@ -27,6 +27,7 @@ CASES = [
     ("vae_conv", "configs/vae.py:conv", [64], 0, 256),
     ("vae_mlp_4dev", "configs/vae.py", [128], 4, 64),
     ("cvae_mlp", "configs/cvae.py", [128], 0, 64),
+    ("vae_discretized", "configs/vae.py:discretized", [128], 0, 64),
 ]
 
 
@@ -62,11 +63,11 @@ def main():
       if r["temp_bytes"] is not None and r["temp_bytes"] > max_mib * 2**20:
         failures.append(f"{name} batch {r['batch_size']}: temp {r['temp_bytes'] / 2**20:.1f} MiB > {max_mib} MiB")
       records.append(r)
-  print(f"{'case':<14}{'devices':>8}{'batch':>7}{'steps/s':>10}{'examples/s':>12}{'ms/step':>9}"
+  print(f"{'case':<17}{'devices':>8}{'batch':>7}{'steps/s':>10}{'examples/s':>12}{'ms/step':>9}"
         f"{'compile s':>10}{'temp MiB':>10}{'params':>10}")
   for r in records:
     temp = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.1f}"
-    print(f"{r['case']:<14}{r['device_count']:>8}{r['batch_size']:>7}{r['steps_per_sec']:>10.1f}"
+    print(f"{r['case']:<17}{r['device_count']:>8}{r['batch_size']:>7}{r['steps_per_sec']:>10.1f}"
           f"{r['examples_per_sec']:>12.0f}{r['step_ms_median']:>9.2f}{r['compile_seconds']:>10.2f}{temp:>10}"
           f"{r['param_count']:>10d}")
   if records:
