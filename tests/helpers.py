@@ -30,7 +30,7 @@ def assert_trees_equal(a, b) -> None:
   la, ta = jax.tree.flatten(a)
   lb, tb = jax.tree.flatten(b)
   assert ta == tb, f"tree structures differ: {ta} vs {tb}"
-  for i, (x, y) in enumerate(zip(la, lb)):
+  for i, (x, y) in enumerate(zip(la, lb, strict=True)):
     x, y = np.asarray(x), np.asarray(y)
     assert x.dtype == y.dtype and x.shape == y.shape, f"leaf {i}: {x.dtype}{x.shape} vs {y.dtype}{y.shape}"
     assert np.array_equal(x, y), f"leaf {i} differs: max |diff| {np.max(np.abs(x.astype(float) - y.astype(float)))}"
