@@ -2,5 +2,6 @@
 
 from genjax.nn.mlp import MLP
 from genjax.nn.conv import ConvDecoder, ConvEncoder
+from genjax.nn.masked import GatedPixelCNN, MaskedConv, PixelCNN
 
-__all__ = ["MLP", "ConvEncoder", "ConvDecoder"]
+__all__ = ["MLP", "ConvEncoder", "ConvDecoder", "MaskedConv", "PixelCNN", "GatedPixelCNN"]

@@ -1,0 +1,262 @@
+"""Masked convolutions and the autoregressive PixelCNN / Gated PixelCNN networks.
+
+Follows van den Oord et al. 2016, "Pixel Recurrent Neural Networks" and "Conditional
+Image Generation with PixelCNN Decoders".
+
+Ordering. Pixels are visited in raster order (row by row, left to right); within a
+pixel the colour channels come in order (R, G, B for C = 3). The logits for (pixel p,
+channel c) depend only on input values at pixels before p and, at p, on channels < c.
+
+Channel groups. Every feature map with F channels is split into C = num_color_channels
+*contiguous* blocks: feature channel i belongs to colour group `i * C // F` (so F must
+be divisible by C; a raw image with F = C has channel c in group c). At the centre tap
+a type 'A' mask connects input group g_in to output group g_out only if g_in < g_out,
+type 'B' if g_in <= g_out. The networks' last layer has C * num_logits channels, so
+reshaping it to `[..., C, num_logits]` gives colour channel c exactly the channels of
+group c.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _check_kernel(kernel_size: Sequence[int]) -> tuple[int, int]:
+  kh, kw = (int(k) for k in kernel_size)
+  if kh < 1 or kw < 1 or kh % 2 == 0 or kw % 2 == 0:
+    raise ValueError(f"masked conv kernel sizes must be odd and positive, got {kh}x{kw}")
+  return kh, kw
+
+
+def _check_groups(channels: int, num_color_channels: int, what: str) -> None:
+  if num_color_channels < 1:
+    raise ValueError(f"num_color_channels must be >= 1, got {num_color_channels}")
+  if channels < 1 or channels % num_color_channels:
+    raise ValueError(
+        f"{what} = {channels} is not divisible by num_color_channels = {num_color_channels}: "
+        f"masked convs split channels into {num_color_channels} equal contiguous colour groups")
+
+
+def color_groups(channels: int, num_color_channels: int) -> np.ndarray:
+  """Colour group of each of `channels` feature channels: `int[channels]` (contiguous blocks)."""
+  _check_groups(channels, num_color_channels, "channels")
+  return np.arange(channels) * num_color_channels // channels
+
+
+def mask(kernel_size: Sequence[int], in_channels: int, out_channels: int, mask_type: str,
+         num_color_channels: int = 1) -> np.ndarray:
+  """Causal mask for an HWIO conv kernel: float32 `[kh, kw, in_channels, out_channels]`.
+
+  Rows above the centre are 1, the centre row is 1 left of the centre and 0 right of it,
+  rows below are 0. The centre tap connects colour groups as the mask type says
+  ('A': g_in < g_out, for the first layer that sees the image; 'B': g_in <= g_out).
+  A `(1, k)` kernel gives the horizontal (current-row) mask of the Gated PixelCNN.
+  """
+  if mask_type not in ("A", "B"):
+    raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+  kh, kw = _check_kernel(kernel_size)
+  _check_groups(in_channels, num_color_channels, "in_channels")
+  _check_groups(out_channels, num_color_channels, "out_channels")
+  m = np.zeros((kh, kw, in_channels, out_channels), np.float32)
+  ch, cw = kh // 2, kw // 2
+  m[:ch] = 1.0
+  m[ch, :cw] = 1.0
+  g_in = color_groups(in_channels, num_color_channels)[:, None]
+  g_out = color_groups(out_channels, num_color_channels)[None, :]
+  m[ch, cw] = (g_in < g_out) if mask_type == "A" else (g_in <= g_out)
+  return m
+
+
+def vertical_mask(kernel_size: Sequence[int], in_channels: int, out_channels: int,
+                  include_centre_row: bool) -> np.ndarray:
+  """Vertical-stack mask: float32 `[kh, kw, in, out]`, 1 on rows above the centre.
+
+  With `include_centre_row` the whole centre row is 1 as well (allowed once the input
+  itself only depends on rows strictly above, i.e. after the first layer).
+  """
+  kh, kw = _check_kernel(kernel_size)
+  m = np.zeros((kh, kw, in_channels, out_channels), np.float32)
+  m[:kh // 2 + int(include_centre_row)] = 1.0
+  return m
+
+
+def _conv(module: nn.Module, x: jax.Array, m: np.ndarray) -> jax.Array:
+  """SAME conv of `x` `[B, H, W, Cin]` with a masked kernel param and a bias param."""
+  kernel = module.param("kernel", nn.initializers.lecun_normal(), m.shape)
+  bias = module.param("bias", nn.initializers.zeros_init(), (m.shape[-1],))
+  y = jax.lax.conv_general_dilated(
+      x, kernel * jnp.asarray(m, kernel.dtype), window_strides=(1, 1), padding="SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return y + bias
+
+
+class MaskedConv(nn.Module):
+  """Conv whose kernel is multiplied by `mask(...)`; `[B, H, W, Cin] -> [B, H, W, features]`."""
+
+  features: int
+  kernel_size: Sequence[int]
+  mask_type: str
+  num_color_channels: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    m = mask(self.kernel_size, x.shape[-1], self.features, self.mask_type,
+             self.num_color_channels)
+    return _conv(self, x, m)
+
+
+class VerticalConv(nn.Module):
+  """Vertical-stack conv: sees only rows above (and, optionally, the current row).
+
+  `[B, H, W, Cin] -> [B, H, W, features]`.
+  """
+
+  features: int
+  kernel_size: Sequence[int]
+  include_centre_row: bool
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    m = vertical_mask(self.kernel_size, x.shape[-1], self.features, self.include_centre_row)
+    return _conv(self, x, m)
+
+
+def gate(x: jax.Array, num_color_channels: int) -> jax.Array:
+  """Gated activation tanh(a) * sigmoid(b) that keeps colour groups.
+
+  `[..., 2F] -> [..., F]`: each colour group's block of 2F/C channels is split in half
+  (a, b), so output group g only uses pre-activations of group g.
+  """
+  c = num_color_channels
+  y = x.reshape(x.shape[:-1] + (c, x.shape[-1] // c))
+  a, b = jnp.split(y, 2, axis=-1)
+  out = jnp.tanh(a) * jax.nn.sigmoid(b)
+  return out.reshape(x.shape[:-1] + (x.shape[-1] // 2,))
+
+
+def _check_label(label: jax.Array | None, num_classes: int) -> None:
+  if num_classes > 0 and label is None:
+    raise ValueError(f"this network is conditional (num_classes = {num_classes}); pass label")
+  if num_classes == 0 and label is not None:
+    raise ValueError("this network is unconditional (num_classes = 0); it takes no label")
+
+
+def _to_logits(h: jax.Array, num_color_channels: int, num_logits: int) -> jax.Array:
+  """Output head: relu -> 1x1 B -> relu -> 1x1 B, `[B, H, W, F] -> [B, H, W, C, num_logits]`."""
+  c = num_color_channels
+  h = MaskedConv(h.shape[-1], (1, 1), "B", c, name="out_hidden")(nn.relu(h))
+  h = MaskedConv(c * num_logits, (1, 1), "B", c, name="out_logits")(nn.relu(h))
+  # Channel c * num_logits + l lies in colour group c (contiguous groups).
+  return h.reshape(h.shape[:-1] + (c, num_logits))
+
+
+class PixelCNN(nn.Module):
+  """Plain PixelCNN: 7x7 type-A conv, residual blocks of type-B convs, 1x1 output head.
+
+  Each residual block is relu -> 1x1 (features // 2) -> relu -> kxk -> relu -> 1x1 back
+  to `features`, added to its input. Has the classic blind spot (see the tests).
+
+  Attributes:
+    features: width of the residual stream; divisible by 2 * num_color_channels.
+    num_blocks: number of residual blocks.
+    num_logits: logits per sub-pixel (256 for an 8-bit softmax, 1 for Bernoulli).
+    num_color_channels: C of the images.
+    num_classes: 0 for unconditional; else a learned label embedding is added to the
+      input-layer output and to the input of every block.
+  Shapes: x float `[B, H, W, C]` (scaled by the caller, e.g. to [-1, 1]), label
+    int `[B]` -> logits `[B, H, W, C, num_logits]`.
+  """
+
+  features: int = 96
+  num_blocks: int = 6
+  num_logits: int = 256
+  num_color_channels: int = 1
+  num_classes: int = 0
+  kernel_size: int = 3
+  first_kernel_size: int = 7
+
+  @nn.compact
+  def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    c, f = self.num_color_channels, self.features
+    _check_label(label, self.num_classes)
+    if f % (2 * c):
+      raise ValueError(
+          f"features = {f} must be divisible by 2 * num_color_channels = {2 * c} (the "
+          f"blocks' bottleneck of features // 2 channels is split into colour groups)")
+    if x.shape[-1] != c:
+      raise ValueError(f"x has {x.shape[-1]} channels, num_color_channels = {c}")
+
+    def cond(name):
+      if label is None:
+        return 0.0
+      return nn.Embed(self.num_classes, f, name=name)(label)[:, None, None, :]
+
+    k = self.kernel_size
+    h = MaskedConv(f, (self.first_kernel_size,) * 2, "A", c, name="conv_in")(x)
+    h = h + cond("embed_in")
+    for i in range(self.num_blocks):
+      r = nn.relu(h + cond(f"embed_{i}"))
+      r = nn.relu(MaskedConv(f // 2, (1, 1), "B", c, name=f"block_{i}_in")(r))
+      r = nn.relu(MaskedConv(f // 2, (k, k), "B", c, name=f"block_{i}_conv")(r))
+      h = h + MaskedConv(f, (1, 1), "B", c, name=f"block_{i}_out")(r)
+    return _to_logits(h, c, self.num_logits)
+
+
+class GatedPixelCNN(nn.Module):
+  """Gated PixelCNN with vertical and horizontal stacks (no blind spot).
+
+  Layer 0 uses `first_kernel_size` (7): the vertical stack sees the k//2 rows strictly
+  above the pixel (k wide), the horizontal stack the k//2 pixels to its left plus the
+  current pixel's earlier colour groups (type A). Later layers use `kernel_size`: the
+  vertical conv also sees its own row (its input already only depends on rows above),
+  the horizontal conv (1 x k, type B) its row up to and including the pixel. The
+  vertical pre-activations feed the horizontal ones through an unmasked 1x1 (they only
+  depend on rows above, so any channel may use them); the horizontal stack has a 1x1
+  type-B conv and a residual connection (from layer 1 on). Both stacks use kxk kernels
+  with masks rather than cropped (k//2+1) x k / 1 x (k//2+1) kernels.
+
+  Attributes:
+    features: width of both stacks; divisible by num_color_channels.
+    num_layers: gated layers, including the first one.
+    num_logits, num_color_channels, num_classes: as in `PixelCNN`; the label embedding
+      (one per layer and stack, 2 * features wide) is a bias inside every gate.
+  Shapes: x float `[B, H, W, C]`, label int `[B]` -> logits `[B, H, W, C, num_logits]`.
+  """
+
+  features: int = 96
+  num_layers: int = 8
+  num_logits: int = 256
+  num_color_channels: int = 1
+  num_classes: int = 0
+  kernel_size: int = 3
+  first_kernel_size: int = 7
+
+  @nn.compact
+  def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    c, f = self.num_color_channels, self.features
+    _check_label(label, self.num_classes)
+    _check_groups(f, c, "features")
+    if x.shape[-1] != c:
+      raise ValueError(f"x has {x.shape[-1]} channels, num_color_channels = {c}")
+
+    def cond(name):
+      if label is None:
+        return 0.0
+      return nn.Embed(self.num_classes, 2 * f, name=name)(label)[:, None, None, :]
+
+    v, h = x, x
+    for i in range(self.num_layers):
+      k = self.first_kernel_size if i == 0 else self.kernel_size
+      v_pre = VerticalConv(2 * f, (k, k), include_centre_row=i > 0, name=f"v_conv_{i}")(v)
+      v_pre = v_pre + cond(f"v_embed_{i}")
+      h_pre = MaskedConv(2 * f, (1, k), "A" if i == 0 else "B", c, name=f"h_conv_{i}")(h)
+      h_pre = h_pre + nn.Dense(2 * f, name=f"v_to_h_{i}")(v_pre) + cond(f"h_embed_{i}")
+      v = gate(v_pre, c)
+      h_out = MaskedConv(f, (1, 1), "B", c, name=f"h_out_{i}")(gate(h_pre, c))
+      h = h_out if i == 0 else h + h_out
+    return _to_logits(h, c, self.num_logits)
