@@ -6,7 +6,7 @@ from typing import Any
 
 from genjax.models.base import Family
 
-FAMILIES = ("autoencoder",)
+FAMILIES = ("autoencoder", "pixelcnn")
 
 
 def get_family(model_config: Any, info: Any) -> Family:
@@ -15,6 +15,9 @@ def get_family(model_config: Any, info: Any) -> Family:
   if name == "autoencoder":
     from genjax.models.autoencoder import AutoencoderFamily
     return AutoencoderFamily(model_config, info)
+  if name == "pixelcnn":
+    from genjax.models.pixelcnn import PixelCNNFamily
+    return PixelCNNFamily(model_config, info)
   raise ValueError(f"unknown model family {name!r}; expected one of {FAMILIES}")
 
 
