@@ -28,6 +28,13 @@ CASES = [
     ("vae_mlp_4dev", "configs/vae.py", [128], 4, 64),
     ("cvae_mlp", "configs/cvae.py", [128], 0, 64),
     ("vae_discretized", "configs/vae.py:discretized", [128], 0, 64),
+    ("pixelcnn_gated", "configs/pixelcnn.py", [16], 0, 256),
+    ("pixelcnn_plain", "configs/pixelcnn.py:plain", [16], 0, 256),
+]
+
+# name, config, images per sampler call
+SAMPLING_CASES = [
+    ("pixelcnn_gated", "configs/pixelcnn.py", 16),
 ]
 
 
@@ -45,6 +52,17 @@ def run_case(name, config, batch_sizes, devices, steps, repeats):
   for r in records:
     r["case"] = name
   return records
+
+
+def run_sampling_case(name, config, num):
+  env = dict(os.environ, PYTHONPATH=REPO)
+  cmd = [sys.executable, "-m", "benchmarks.sampling_throughput", f"--config={config}", f"--num={num}"]
+  p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+  if p.returncode != 0:
+    raise RuntimeError(f"sampling case {name} failed:\n{p.stderr[-3000:]}")
+  record = json.loads(p.stdout.strip().splitlines()[-1])
+  record["case"] = name
+  return record
 
 
 def main():
@@ -70,8 +88,15 @@ def main():
     print(f"{r['case']:<17}{r['device_count']:>8}{r['batch_size']:>7}{r['steps_per_sec']:>10.1f}"
           f"{r['examples_per_sec']:>12.0f}{r['step_ms_median']:>9.2f}{r['compile_seconds']:>10.2f}{temp:>10}"
           f"{r['param_count']:>10d}")
+  sampling = [run_sampling_case(*case) for case in SAMPLING_CASES if args.only in case[0]]
+  if sampling:
+    print(f"\n{'sampler':<17}{'images':>7}{'images/s':>10}{'s/image':>9}{'compile s':>10}")
+    for r in sampling:
+      print(f"{r['case']:<17}{r['num']:>7}{r['images_per_sec']:>10.3f}{r['seconds_per_image']:>9.3f}"
+            f"{r['compile_seconds']:>10.1f}")
   if records:
     print(f"device: {records[0]['device_kind']} ({records[0]['platform']})")
+  records += sampling
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "a") as f:

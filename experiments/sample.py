@@ -3,7 +3,10 @@
   python -m experiments.sample --config=configs/vae.py --workdir=runs/vae --num=64
   python -m experiments.sample ... --kind=interpolation|attribute|reconstructions|latent_map
 
-Kinds: `samples` (from the prior; for plain/denoising autoencoders, reconstructions),
+PixelCNN: `samples` (temperature `--temperature`, class `--label` for a conditional
+model) and `completion` (the lower half of test images sampled given the upper half).
+
+Autoencoders: `samples` (from the prior; for plain/denoising autoencoders, reconstructions),
 `reconstructions` (test inputs above their reconstructions), `interpolation` (rows
 from one test image's code to another's), `attribute` (rows adding growing multiples
 of the attribute vector of `--label`: mean code of that label minus mean of the rest),
@@ -21,12 +24,15 @@ from experiments import common
 
 NUM = flags.DEFINE_integer("num", 64, "Number of images in the grid.")
 KIND = flags.DEFINE_enum("kind", "samples", ["samples", "reconstructions", "interpolation", "attribute",
-                                             "latent_map"], "What to draw.")
+                                             "latent_map", "completion"],
+                         "What to draw (completion: PixelCNN; the others but samples: autoencoders).")
 CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "'latest', 'best', or a step number.")
 OUT = flags.DEFINE_string("out", None, "Output PNG (default: WORKDIR/samples/<kind>_step_<N>.png).")
 SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (folded into the run's sample key).")
-TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "Prior standard deviation for samples.")
-LABEL = flags.DEFINE_integer("label", 1, "Attribute label for --kind=attribute.")
+TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "VAE: prior standard deviation; PixelCNN: softmax "
+                                  "temperature (0 = arg-max).")
+LABEL = flags.DEFINE_integer("label", -1, "--kind=attribute: the attribute's label (-1: 1); a conditional "
+                             "PixelCNN: the class to sample (-1 cycles through the classes).")
 SPHERICAL = flags.DEFINE_boolean("spherical", False, "Spherical interpolation of codes.")
 
 
@@ -49,13 +55,20 @@ def main(argv):
   key = jax.random.fold_in(exp.sample_key(), SEED.value)
   out = OUT.value or os.path.join(workdir, "samples", f"{KIND.value}_step_{step}.png")
   try:
+    if hasattr(family, "complete"):  # autoregressive (PixelCNN)
+      label = None if LABEL.value < 0 else LABEL.value
+      images, ncol = figures.autoregressive_figure(family, params, test, KIND.value, NUM.value, key,
+                                                   temperature=TEMPERATURE.value, label=label)
+      save_image_grid(out, images, ncol)
+      print(out)
+      return
     if KIND.value == "latent_map":
       z, labels = latent.encode_split(family, params, test, key)
       print(latent.save_latent_map(out, z, labels))
       return
     images, ncol = figures.autoencoder_figure(
         family, params, test, KIND.value, NUM.value, key, seed=SEED.value, temperature=TEMPERATURE.value,
-        label=LABEL.value, spherical=SPHERICAL.value)
+        label=LABEL.value if LABEL.value >= 0 else 1, spherical=SPHERICAL.value)
   except ValueError as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(2)

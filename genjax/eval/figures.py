@@ -71,3 +71,39 @@ def autoencoder_figure(family: Any, params: Any, source: Any, kind: str, num: in
     return latent.decode_images(family, params, path.reshape(-1, path.shape[-1]), lab), len(ATTRIBUTE_SCALES)
   raise ValueError(f"unknown figure kind {kind!r}; expected one of {KINDS[:-1]} (latent_map is drawn by "
                    f"latent.save_latent_map)")
+
+
+AUTOREGRESSIVE_KINDS = ("samples", "completion")
+
+
+def autoregressive_figure(family: Any, params: Any, source: Any, kind: str, num: int, key: jax.Array,
+                          temperature: float = 1.0, label: int | None = None) -> tuple[np.ndarray, int | None]:
+  """Images for a PixelCNN figure and the grid's column count (None = square).
+
+  'samples' draws `num` images (a conditional model: all of class `label`, or cycling
+  through the classes when `label` is None); 'completion' keeps the upper half of
+  `num // 2` test images and samples the lower half, each completion beside its original.
+  Sampling is compiled once per (num, temperature).
+  """
+  if num <= 0:
+    raise ValueError(f"num must be positive, got {num}")
+  labels = None
+  if family.conditional and label is not None:
+    if not 0 <= label < family.num_classes:
+      raise ValueError(f"label {label} is outside [0, {family.num_classes})")
+    labels = np.full((num,), label, np.int32)
+  if kind == "samples":
+    sample = jax.jit(family.sample, static_argnames=("num", "temperature"))
+    images = np.asarray(sample(params, key, num=num, labels=labels, temperature=temperature))
+    # Cycling through the classes: one class per column.
+    return images, family.num_classes if family.conditional and labels is None else None
+  if kind == "completion":
+    n = max(num // 2, 1)
+    batch = source[np.arange(n) % len(source)]
+    cond = batch.get("label") if family.conditional else None
+    done = np.asarray(jax.jit(family.complete, static_argnames="temperature")(
+        params, key, batch["image"], cond, temperature=temperature))
+    pairs = np.stack([batch["image"], done], axis=1).reshape((2 * n,) + done.shape[1:])
+    return pairs, None
+  raise ValueError(f"unknown figure kind {kind!r} for an autoregressive model; expected one of "
+                   f"{AUTOREGRESSIVE_KINDS}")
