@@ -49,7 +49,12 @@ def run(main) -> None:
     if DISTRIBUTED.value:
       import jax
       jax.distributed.initialize()
-    return main(argv)
+    from genjax.data.tfds_input import DatasetUnavailableError
+    try:
+      return main(argv)
+    except DatasetUnavailableError as e:  # says how to get the data; a traceback adds nothing
+      sys.stderr.write(f"error: {e}\n")
+      sys.exit(1)
 
   app.run(_main, flags_parser=_parse)
 

@@ -102,3 +102,11 @@ def test_pixelcnn_train_evaluate_sample_completion(tmp_path):
     p = run_module("experiments.sample", *cfg, "--num=4", f"--kind={kind}", "--label=3", f"--out={out}")
     assert p.returncode == 0, p.stderr[-3000:]
     assert os.path.getsize(out) > 100
+
+
+def test_missing_tfds_dataset_says_how_to_get_it(tmp_path):
+  p = run_module("experiments.train", "--config=configs/pixelcnn.py:cifar10", f"--workdir={tmp_path}/run",
+                 f"--config.data.data_dir={tmp_path}/empty_tfds")
+  assert p.returncode == 1
+  assert "tfds build cifar10 --file_format=array_record" in p.stderr
+  assert "Traceback" not in p.stderr
