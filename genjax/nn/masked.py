@@ -146,6 +146,19 @@ def _check_label(label: jax.Array | None, num_classes: int) -> None:
     raise ValueError("this network is unconditional (num_classes = 0); it takes no label")
 
 
+def _check_inputs(x: jax.Array, label: jax.Array | None, num_classes: int, num_color_channels: int) -> None:
+  _check_label(label, num_classes)
+  if x.shape[-1] != num_color_channels:
+    raise ValueError(f"x has {x.shape[-1]} channels, num_color_channels = {num_color_channels}")
+
+
+def _label_bias(label: jax.Array | None, num_classes: int, width: int, name: str):
+  """A learned per-class bias `[B, 1, 1, width]` (0 without a label); call inside a compact method."""
+  if label is None:
+    return 0.0
+  return nn.Embed(num_classes, width, name=name)(label)[:, None, None, :]
+
+
 def _to_logits(h: jax.Array, num_color_channels: int, num_logits: int) -> jax.Array:
   """Output head: relu -> 1x1 B -> relu -> 1x1 B, `[B, H, W, F] -> [B, H, W, C, num_logits]`."""
   c = num_color_channels
@@ -183,18 +196,14 @@ class PixelCNN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
     c, f = self.num_color_channels, self.features
-    _check_label(label, self.num_classes)
+    _check_inputs(x, label, self.num_classes, c)
     if f % (2 * c):
       raise ValueError(
           f"features = {f} must be divisible by 2 * num_color_channels = {2 * c} (the "
           f"blocks' bottleneck of features // 2 channels is split into colour groups)")
-    if x.shape[-1] != c:
-      raise ValueError(f"x has {x.shape[-1]} channels, num_color_channels = {c}")
 
     def cond(name):
-      if label is None:
-        return 0.0
-      return nn.Embed(self.num_classes, f, name=name)(label)[:, None, None, :]
+      return _label_bias(label, self.num_classes, f, name)
 
     k = self.kernel_size
     h = MaskedConv(f, (self.first_kernel_size,) * 2, "A", c, name="conv_in")(x)
@@ -239,15 +248,11 @@ class GatedPixelCNN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
     c, f = self.num_color_channels, self.features
-    _check_label(label, self.num_classes)
+    _check_inputs(x, label, self.num_classes, c)
     _check_groups(f, c, "features")
-    if x.shape[-1] != c:
-      raise ValueError(f"x has {x.shape[-1]} channels, num_color_channels = {c}")
 
     def cond(name):
-      if label is None:
-        return 0.0
-      return nn.Embed(self.num_classes, 2 * f, name=name)(label)[:, None, None, :]
+      return _label_bias(label, self.num_classes, 2 * f, name)
 
     v, h = x, x
     for i in range(self.num_layers):
