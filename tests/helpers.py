@@ -45,3 +45,16 @@ def run_module(*args: str, timeout: int = 300, env: dict | None = None) -> subpr
   full_env.update(env or {})
   return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=full_env, capture_output=True,
                         text=True, timeout=timeout)
+
+
+def metrics_before_and_after_training(config) -> tuple[dict, dict]:
+  """Trains `config` for `train.num_steps` on one device; test-split metrics at init and at the end."""
+  from genjax.train.experiment import Experiment
+  from genjax.train.sharding import make_mesh
+  exp = Experiment(config, mesh=make_mesh(1))
+  state = exp.init_state()
+  before = exp.evaluate(state.params, state.model_state)
+  step, batches = exp.train_step(), exp.batch_iterator()
+  for _ in range(config.train.num_steps):
+    state, _ = step(state, exp.shard(next(batches)))
+  return before, exp.evaluate(state.params, state.model_state)

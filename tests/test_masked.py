@@ -31,7 +31,7 @@ def _params(net, x, label=None, seed=0):
   args = (x,) if label is None else (x, label)
   params = jax.jit(net.init)(_key(seed), *args)
   rng = np.random.default_rng(seed)
-  return jax.tree_util.tree_map(
+  return jax.tree.map(
       lambda p: p + jnp.asarray(0.1 * rng.normal(size=p.shape), p.dtype), params)
 
 

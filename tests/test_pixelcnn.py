@@ -133,17 +133,10 @@ def test_categorical_log_likelihood_against_numpy_and_errors():
 
 def test_learns_on_digits():
   """A hundred steps of a tiny net on the 8x8 digits gain more than 2 bits/dim over init."""
-  from genjax.train.experiment import Experiment
-  from genjax.train.sharding import make_mesh
+  from tests.helpers import metrics_before_and_after_training
   config = pixelcnn_config.get_config("tiny")
   config.train.num_steps = 100
-  exp = Experiment(config, mesh=make_mesh(1))
-  state = exp.init_state()
-  before = exp.evaluate(state.params, state.model_state)
-  step, batches = exp.train_step(), exp.batch_iterator()
-  for _ in range(config.train.num_steps):
-    state, _ = step(state, exp.shard(next(batches)))
-  after = exp.evaluate(state.params, state.model_state)
+  before, after = metrics_before_and_after_training(config)
   assert before["bits_per_dim"] > 7.5  # about uniform over 256 values at init
   assert after["bits_per_dim"] < before["bits_per_dim"] - 2.0, (before, after)
 

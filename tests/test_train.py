@@ -16,7 +16,7 @@ from genjax.train import loop
 from genjax.train.experiment import Experiment
 from genjax.train.metric_writer import read_metrics
 from genjax.train.sharding import make_mesh
-from tests.helpers import REPO, assert_trees_equal, tiny_config
+from tests.helpers import REPO, assert_trees_equal, metrics_before_and_after_training, tiny_config
 
 
 def _restore(config, workdir, which="latest"):
@@ -166,13 +166,7 @@ def test_bad_batch_and_bad_batch_size_give_clear_errors():
 def test_learns_on_digits():
   """A few hundred steps on the 8x8 digits improve the test ELBO by a wide margin."""
   config = tiny_config(**{"train.num_steps": 300, "model.hidden": (128, 64), "model.latent_dim": 8})
-  exp = Experiment(config, mesh=make_mesh(1))
-  state = exp.init_state()
-  before = exp.evaluate(state.params, state.model_state)
-  step, batches = exp.train_step(), exp.batch_iterator()
-  for _ in range(config.train.num_steps):
-    state, _ = step(state, exp.shard(next(batches)))
-  after = exp.evaluate(state.params, state.model_state)
+  before, after = metrics_before_and_after_training(config)
   # 64 binarized pixels: an untrained model scores about 64 ln 2 = 44 nats.
   assert before["elbo"] < -40.0
   assert after["elbo"] > before["elbo"] + 10.0, (before, after)
