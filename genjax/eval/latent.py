@@ -45,7 +45,7 @@ def decode_images(family: Any, params: Any, z: jax.Array, labels: jax.Array | No
     raise ValueError("a conditional VAE decodes codes together with their labels; pass labels [N]")
   cond = jax.nn.one_hot(labels, family.num_classes) if family.conditional else None
   out = family.decode(params, jnp.asarray(z), cond)
-  return np.asarray(preprocess.from_unit(family._mean_image(out)))
+  return np.asarray(preprocess.from_unit(family.mean_image(out)))
 
 
 def interpolate(z_a: np.ndarray, z_b: np.ndarray, num_steps: int, spherical: bool = False) -> np.ndarray:

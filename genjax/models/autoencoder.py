@@ -184,8 +184,7 @@ class AutoencoderFamily:
     floor = LOGVAR_FLOOR if self.cfg.likelihood == "gaussian" else DISCRETE_LOGVAR_FLOOR
     return out[..., :c], floor + jax.nn.softplus(out[..., c:] - floor)
 
-  def _log_likelihood(self, params, x, out) -> jax.Array:
-    del params
+  def _log_likelihood(self, x, out) -> jax.Array:
     if self.cfg.likelihood == "bernoulli":
       return losses.bernoulli_log_likelihood(x, out)
     mean, logvar = self.gaussian_output(out)
@@ -194,7 +193,7 @@ class AutoencoderFamily:
       return losses.discretized_gaussian_log_likelihood(x, mean, logvar)
     return losses.gaussian_log_likelihood(x, mean, logvar)
 
-  def _mean_image(self, out: jax.Array) -> jax.Array:
+  def mean_image(self, out: jax.Array) -> jax.Array:
     """Decoder output -> expected image in [0, 1]."""
     if self.cfg.likelihood == "bernoulli":
       return jax.nn.sigmoid(out)
@@ -226,14 +225,14 @@ class AutoencoderFamily:
     mean, logvar = self.encode(params, x_in, cond)
     if self.variational:
       z = losses.reparameterize(k_z, mean, logvar)
-      ll = self._log_likelihood(params, x, self.decode(params, z, cond))
+      ll = self._log_likelihood(x, self.decode(params, z, cond))
       kl = losses.gaussian_kl(mean, logvar)
       loss = -jnp.mean(losses.elbo(ll, kl, self.cfg.beta))
       elbo = ll - kl
       metrics = {"elbo": jnp.mean(elbo), "kl": jnp.mean(kl), "recon_nll": -jnp.mean(ll),
                  "bits_per_dim": jnp.mean(self._bits(-elbo))}
     else:
-      nll = -self._log_likelihood(params, x, self.decode(params, mean, cond))
+      nll = -self._log_likelihood(x, self.decode(params, mean, cond))
       loss = jnp.mean(nll)
       metrics = {"recon_nll": loss}
     return loss, (metrics, model_state)
@@ -245,14 +244,14 @@ class AutoencoderFamily:
     x = self.targets(image, k_data)
     cond = self._cond(batch)
     mean, logvar = self.encode(params, x, cond)
-    recon = self._mean_image(self.decode(params, mean, cond))
+    decoded = self.decode(params, mean, cond)
     x01 = preprocess.to_unit(image)
-    out = {"mse": jnp.mean(jnp.square(recon - x01).reshape(x.shape[0], -1), axis=-1)}
+    out = {"mse": jnp.mean(jnp.square(self.mean_image(decoded) - x01).reshape(x.shape[0], -1), axis=-1)}
     if not self.variational:
-      out["recon_nll"] = -self._log_likelihood(params, x, self.decode(params, mean, cond))
+      out["recon_nll"] = -self._log_likelihood(x, decoded)
       return out
     z = losses.reparameterize(k_z, mean, logvar)
-    ll = self._log_likelihood(params, x, self.decode(params, z, cond))
+    ll = self._log_likelihood(x, self.decode(params, z, cond))
     kl = losses.gaussian_kl(mean, logvar)
     elbo = ll - kl
     out.update(elbo=elbo, kl=kl, recon_nll=-ll, bits_per_dim=self._bits(-elbo))
@@ -266,7 +265,7 @@ class AutoencoderFamily:
 
     def log_weight(k):
       z = losses.reparameterize(k, mean, logvar)
-      ll = self._log_likelihood(params, x, self.decode(params, z, cond))
+      ll = self._log_likelihood(x, self.decode(params, z, cond))
       log_pz = losses.standard_normal_log_prob(z, event_ndims=1)
       log_qz = losses.gaussian_log_likelihood(z, mean, logvar, event_ndims=1)
       return ll + log_pz - log_qz
@@ -287,7 +286,7 @@ class AutoencoderFamily:
     if self.conditional:
       labels = jnp.arange(num) % self.num_classes if labels is None else labels
       cond = jax.nn.one_hot(labels, self.num_classes)
-    return preprocess.from_unit(self._mean_image(self.decode(params, z, cond)))
+    return preprocess.from_unit(self.mean_image(self.decode(params, z, cond)))
 
   def reconstruct(self, params, batch, key) -> jax.Array:
     """Decoder means at the posterior mean (after corruption for `dae`): `uint8[B, H, W, C]`."""
@@ -297,7 +296,7 @@ class AutoencoderFamily:
     if self.kind == "dae":
       x = corrupt(k_noise, x, self.cfg.corruption, self.cfg.corruption_level)
     mean, _ = self.encode(params, x, cond)
-    return preprocess.from_unit(self._mean_image(self.decode(params, mean, cond)))
+    return preprocess.from_unit(self.mean_image(self.decode(params, mean, cond)))
 
   def reconstruction_grid(self, params, key, batch, num: int) -> jax.Array:
     """`uint8[num, H, W, C]`: `num // 2` (input, reconstruction) pairs side by side

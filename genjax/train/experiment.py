@@ -6,7 +6,6 @@ all build the same `Experiment`, so they agree on shapes, keys and shardings.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -137,7 +136,3 @@ class Experiment:
         f.write(self.config.to_json_best_effort(indent=2, sort_keys=True))
     return path
 
-
-def load_config_json(workdir: str) -> dict:
-  with open(os.path.join(workdir, "config.json")) as f:
-    return json.load(f)

@@ -48,7 +48,7 @@ def make_train_step(family: Family, tx: optax.GradientTransformation, ema_decay:
 
 
 def make_eval_step(family: Family, mesh: Mesh, **options: Any) -> Callable:
-  """Returns `eval_step(params, model_state, batch, mask, key) -> {name: (sum, count)}`.
+  """Returns `eval_step(params, model_state, batch, mask, key) -> {name: sum over unmasked rows}`.
 
   Per-example metrics are summed over the unmasked rows, so a padded last batch and
   any device count give the exact split mean once the sums are added up.
