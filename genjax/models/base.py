@@ -37,4 +37,13 @@ class Family(Protocol):
 
   def sample_grid(self, params: Any, model_state: Any, key: jax.Array, batch: Batch,
                   num: int) -> jax.Array:
-    """`uint8[num, H, W, C]` images that show the model: samples or reconstructions."""
+    """`uint8[num, H, W, C]` images that show the model: samples or reconstructions.
+
+    Families of vector (toy) data return one picture, `uint8[1, S, S, 1]`, drawn
+    with `genjax.eval.plots`.
+    """
+
+  # Optional, for sample statistics (Frechet distance, toy mode coverage):
+  #   generate(params, model_state, key, num, labels=None)
+  #     -> uint8[num, H, W, C] for image data, float32[num, D] for vector data:
+  #   `num` fresh samples from the model (labels int32[num] for conditional models).
