@@ -132,7 +132,7 @@ def test_multiscale_flow_inverts_with_exact_log_det(num_scales, shape):
   z_eval, ld_eval = flow.apply(batch_vars, x, False, method="forward")
   np.testing.assert_allclose(z_eval, z, atol=1e-4, rtol=1e-4)
   np.testing.assert_allclose(ld_eval, ld_train, atol=1e-3, rtol=1e-5)
-  fwd = lambda v: flow.apply(batch_vars, v, False, method="forward")[0]   # noqa: E731
+  fwd = lambda v: flow.apply(batch_vars, v, False, method="forward")[0]
   np.testing.assert_allclose(ld_train, _brute_log_det(fwd, x), atol=2e-3, rtol=1e-4)
   np.testing.assert_allclose(flow.apply(batch_vars, z, shape[1:], method="inverse"), x, atol=1e-4)
   assert [s for s in flows.multiscale_shapes((28, 28, 1), 3)] == [(14, 14, 2), (7, 7, 4), (7, 7, 4)]
@@ -180,7 +180,7 @@ def test_family_likelihood_is_the_change_of_variables(image_family):
   family, params, model_state, batch = image_family
   y = genjax.data.preprocess.dequantize_uniform(jax.random.key(2), batch["image"][:2])
   log_p, _ = family.log_prob(params, model_state, y)
-  full = lambda v: family.flow_forward(params, model_state, losses.logit_transform(v, 0.05)[0])[0]  # noqa: E731
+  full = lambda v: family.flow_forward(params, model_state, losses.logit_transform(v, 0.05)[0])[0]
   z = full(y)
   expect = losses.standard_normal_log_prob(z) + _brute_log_det(full, y)
   np.testing.assert_allclose(log_p, expect, rtol=1e-4, atol=1e-2)

@@ -193,7 +193,7 @@ class RealNVPFamily:
 
     Row 0 is the top (largest second coordinate), as in `plots.scatter_image`.
     """
-    log_p, cell = self.grid_log_prob(params, model_state, lo, hi, size)
+    log_p, _ = self.grid_log_prob(params, model_state, lo, hi, size)
     p = jnp.exp(log_p)
     level = p / jnp.maximum(p.max(), 1e-30)
     return jnp.round(255.0 * (1.0 - level)).astype(jnp.uint8)[::-1, :, None]

@@ -30,7 +30,7 @@ likelihood math in `genjax.losses` (`logit_transform`).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -317,8 +317,8 @@ class MultiScaleFlow(nn.Module):
   def setup(self):
     if self.num_scales < 1:
       raise ValueError(f"num_scales must be >= 1, got {self.num_scales}")
-    kw = dict(features=self.features, num_blocks=self.num_blocks)
-    norm = dict(batch_norm=self.batch_norm, momentum=self.bn_momentum)
+    kw = {"features": self.features, "num_blocks": self.num_blocks}
+    norm = {"batch_norm": self.batch_norm, "momentum": self.bn_momentum}
     self.checker = tuple(_with_norm([AffineCoupling("checkerboard", parity=i % 2, **kw) for i in range(3)], **norm)
                          for _ in range(self.num_scales - 1))
     self.channel = tuple(_with_norm([ChannelCoupling(parity=i % 2, **kw) for i in range(3)], **norm)
