@@ -14,7 +14,7 @@ from tests.test_train import _restore
 
 
 def test_resume_is_bit_identical_including_batch_norm_statistics(tmp_path):
-  config = lambda steps: tiny_config("realnvp", "ring8,toy_tiny", **{"train.num_steps": steps})  # noqa: E731
+  config = lambda steps: tiny_config("realnvp", "ring8,toy_tiny", **{"train.num_steps": steps})
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   loop.train_and_evaluate(config(20), straight, mesh=make_mesh(1))
   loop.train_and_evaluate(config(10), resumed, mesh=make_mesh(1))
