@@ -31,7 +31,6 @@ CASES = [
     ("pixelcnn_gated", "configs/pixelcnn.py", [16], 0, 256),
     ("pixelcnn_plain", "configs/pixelcnn.py:plain", [16], 0, 256),
     ("realnvp_mnist", "configs/realnvp.py", [32], 0, 256),
-    ("realnvp_cifar10_arch", "configs/realnvp.py:cifar10", [2], 0, 1024),
     ("realnvp_two_moons", "configs/realnvp.py:two_moons", [256], 0, 64),
 ]
 
