@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from genjax.train import loop
 from genjax.train.sharding import make_mesh
@@ -44,3 +45,17 @@ def test_cli_train_evaluate_sample_on_tiny_digits(tmp_path):
                    "--temperature=0.7", f"--out={out}")
     assert p.returncode == 0, p.stderr[-3000:]
     assert os.path.getsize(out) > 0
+
+
+@pytest.mark.slow
+def test_two_moons_test_nll_approaches_the_entropy():
+  """A short toy run: the test NLL falls to within 0.6 nats of the entropy (0.963 nats)."""
+  from genjax.eval import toy_density
+  from tests.helpers import metrics_before_and_after_training
+  entropy, stderr = toy_density.entropy("two_moons", 20000)
+  assert abs(entropy - 0.963) < 4 * stderr + 0.01
+  before, after = metrics_before_and_after_training(
+      tiny_config("realnvp", "two_moons,toy_tiny", **{"train.num_steps": 800, "optim.learning_rate": 3e-3,
+                                                      "model.num_couplings": 8, "model.hidden": (64, 64)}))
+  assert before["nll"] > entropy + 1.0
+  assert after["nll"] < entropy + 0.6, (before, after)

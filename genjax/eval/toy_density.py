@@ -47,7 +47,7 @@ def log_prob(name: str, x: np.ndarray) -> np.ndarray:
   return spec.log_prob(x)
 
 
-def entropy(name: str, n: int = 100_000, seed: int = 123) -> tuple[float, float]:
+def entropy(name: str, n: int = 20_000, seed: int = 123) -> tuple[float, float]:
   """Monte Carlo entropy of toy `name` in nats and its standard error."""
   x, _ = toy.TOYS[name].sample(np.random.default_rng(seed), n)
   lp = log_prob(name, x)
