@@ -10,6 +10,8 @@ their values.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import statistics
 import time
@@ -28,8 +30,13 @@ def measure(config, num: int, repeats: int) -> dict:
   from genjax.train.experiment import Experiment
 
   exp = Experiment(config)
-  params = exp.init_state().params
-  sample = jax.jit(exp.family.sample, static_argnames=("num",))
+  state = exp.init_state()
+  params = state.params
+  # Families whose sampler needs non-trained variables (RealNVP's batch-norm statistics)
+  # take them as the keyword `model_state`.
+  extra = ({"model_state": state.model_state}
+           if "model_state" in inspect.signature(exp.family.sample).parameters else {})
+  sample = jax.jit(functools.partial(exp.family.sample, **extra), static_argnames=("num",))
   key = exp.sample_key()
   t0 = time.perf_counter()
   compiled = sample.lower(params, key, num=num).compile()

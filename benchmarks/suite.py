@@ -30,11 +30,14 @@ CASES = [
     ("vae_discretized", "configs/vae.py:discretized", [128], 0, 64),
     ("pixelcnn_gated", "configs/pixelcnn.py", [16], 0, 256),
     ("pixelcnn_plain", "configs/pixelcnn.py:plain", [16], 0, 256),
+    ("realnvp_mnist", "configs/realnvp.py", [32], 0, 256),
+    ("realnvp_two_moons", "configs/realnvp.py:two_moons", [256], 0, 64),
 ]
 
 # name, config, images per sampler call
 SAMPLING_CASES = [
     ("pixelcnn_gated", "configs/pixelcnn.py", 16),
+    ("realnvp_mnist", "configs/realnvp.py", 64),
 ]
 
 

@@ -24,7 +24,7 @@ from experiments import common
 
 NUM = flags.DEFINE_integer("num", 64, "Number of images in the grid.")
 KIND = flags.DEFINE_enum("kind", "samples", ["samples", "reconstructions", "interpolation", "attribute",
-                                             "latent_map", "completion"],
+                                             "latent_map", "completion", "density"],
                          "What to draw (completion: PixelCNN; the others but samples: autoencoders).")
 CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "'latest', 'best', or a step number.")
 OUT = flags.DEFINE_string("out", None, "Output PNG (default: WORKDIR/samples/<kind>_step_<N>.png).")
@@ -55,6 +55,11 @@ def main(argv):
   key = jax.random.fold_in(exp.sample_key(), SEED.value)
   out = OUT.value or os.path.join(workdir, "samples", f"{KIND.value}_step_{step}.png")
   try:
+    if hasattr(family, "flow_inverse"):  # RealNVP: samples, interpolation, density (toys)
+      images, ncol = _flow_figure(family, params, state.model_state, test, key)
+      save_image_grid(out, np.asarray(images), ncol)
+      print(out)
+      return
     if hasattr(family, "complete"):  # autoregressive (PixelCNN)
       label = None if LABEL.value < 0 else LABEL.value
       images, ncol = figures.autoregressive_figure(family, params, test, KIND.value, NUM.value, key,
@@ -74,6 +79,29 @@ def main(argv):
     sys.exit(2)
   save_image_grid(out, np.asarray(images), ncol)
   print(out)
+
+
+def _flow_figure(family, params, model_state, test, key):
+  """RealNVP figures: `samples` (z ~ N(0, T^2 I)), `interpolation` (rows between test
+  images through z), `density` (a 2-D toy's learned density)."""
+  import numpy as np
+
+  cfg = family.cfg
+  if KIND.value == "samples":
+    out = family.sample(params, key, NUM.value, TEMPERATURE.value, model_state=model_state)
+    if family.is_image:
+      return out, None
+    from genjax.eval import plots
+    return plots.scatter_image(out, cfg.plot_lo, cfg.plot_hi)[None], None
+  if KIND.value == "density":
+    return family.density_image(params, model_state, cfg.plot_lo, cfg.plot_hi, 256)[None], None
+  if KIND.value == "interpolation" and family.is_image:
+    rows = max(1, NUM.value // 8)
+    images = test[np.arange(2 * rows) % len(test)]["image"]
+    out = family.interpolate(params, model_state, images[:rows], images[rows:], 8)
+    return np.asarray(out).reshape((-1,) + out.shape[2:]), 8
+  raise ValueError(f"--kind={KIND.value} is not available for RealNVP on {family.info.kind} data; "
+                   f"expected samples, interpolation (images) or density (2-D toys)")
 
 
 if __name__ == "__main__":

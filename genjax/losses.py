@@ -229,3 +229,57 @@ def squared_error(x: jax.Array, x_hat: jax.Array, event_ndims: int | None = None
   """Sum of squared errors over the event axes: `[B, ...] -> [B]`."""
   checks.check_same_shape(x=x, x_hat=x_hat)
   return _sum_event(jnp.square(x - x_hat), event_ndims)
+
+
+# --------------------------------------------------------------------------- flows
+
+
+def flow_nll(z: jax.Array, log_det: jax.Array, event_ndims: int | None = None) -> jax.Array:
+  """Negative log-likelihood of a flow with a standard normal base, in nats.
+
+  `-log p(x) = -log N(z; 0, I) - log|det dz/dx|` for `z = f(x)`.
+
+  Args:
+    z: `[B, ...]` the flow's output; its event axes (default: all but the first) are summed.
+    log_det: `[B]` log |det dz/dx| of each example.
+  Returns:
+    `[B]` nats.
+  """
+  return -(standard_normal_log_prob(z, event_ndims) + log_det)
+
+
+def logit_transform(x: jax.Array, alpha: float, event_ndims: int | None = None) -> tuple[jax.Array, jax.Array]:
+  """RealNVP's preprocessing of `x` in [0, 1]: `y = logit(alpha + (1 - 2 alpha) x)`.
+
+  Returns `(y [B, ...], log_det [B])` with `log_det = sum log|dy/dx|`, where
+  `dy/dx = (1 - 2 alpha) / (p (1 - p))`, `p = alpha + (1 - 2 alpha) x`. `alpha` in
+  [0, 1/2) keeps `y` finite on the closed interval (the paper uses 0.05).
+  """
+  if not 0.0 <= alpha < 0.5:
+    raise ValueError(f"logit_transform needs 0 <= alpha < 0.5, got {alpha}")
+  p = alpha + (1.0 - 2.0 * alpha) * x
+  y = jnp.log(p) - jnp.log1p(-p)
+  # -log p - log(1 - p) = softplus(-y) + softplus(y), stable for any y.
+  per_dim = math.log1p(-2.0 * alpha) + jax.nn.softplus(-y) + jax.nn.softplus(y)
+  return y, _sum_event(per_dim, event_ndims)
+
+
+def logit_transform_inverse(y: jax.Array, alpha: float) -> jax.Array:
+  """The inverse of `logit_transform`: `x = (sigmoid(y) - alpha) / (1 - 2 alpha)`."""
+  return (jax.nn.sigmoid(y) - alpha) / (1.0 - 2.0 * alpha)
+
+
+def dequantized_bits_per_dim(nll_nats: jax.Array, num_dims: int, num_bins: int = 256) -> jax.Array:
+  """Bits/dim of discrete data from the NLL of a density on uniformly dequantized data.
+
+  `nll_nats` is `-log p(y)` of `y = (x + u) / num_bins` in [0, 1] (`u ~ U[0, 1)`, see
+  `genjax.data.preprocess.dequantize_uniform`), including every Jacobian between `y` and
+  the flow's base (the logit transform's too). The [0, 1] scaling costs
+  `log(num_bins)` nats per dimension, so `-log P(x) <= nll + D log(num_bins)` in
+  expectation over `u` (Theis et al. 2016), and this returns
+  `(nll + D log num_bins) / (D log 2)`: 8 bits/dim for the uniform density on [0, 1]^D
+  with 256 bins.
+  """
+  if num_bins < 1:
+    raise ValueError(f"num_bins must be >= 1, got {num_bins}")
+  return bits_per_dim(nll_nats, num_dims, bin_width=1.0 / num_bins)

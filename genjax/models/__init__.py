@@ -6,7 +6,7 @@ from typing import Any
 
 from genjax.models.base import Family
 
-FAMILIES = ("autoencoder", "pixelcnn")
+FAMILIES = ("autoencoder", "pixelcnn", "realnvp")
 
 
 def get_family(model_config: Any, info: Any) -> Family:
@@ -18,7 +18,10 @@ def get_family(model_config: Any, info: Any) -> Family:
   if name == "pixelcnn":
     from genjax.models.pixelcnn import PixelCNNFamily
     return PixelCNNFamily(model_config, info)
+  if name == "realnvp":
+    from genjax.models.realnvp import RealNVPFamily
+    return RealNVPFamily(model_config, info)
   raise ValueError(f"unknown model family {name!r}; expected one of {FAMILIES}")
 
 
-__all__ = ["Family", "FAMILIES", "get_family"]
+__all__ = ["FAMILIES", "Family", "get_family"]
