@@ -30,6 +30,8 @@ CASES = [
     ("vae_discretized", "configs/vae.py:discretized", [128], 0, 64),
     ("pixelcnn_gated", "configs/pixelcnn.py", [16], 0, 256),
     ("pixelcnn_plain", "configs/pixelcnn.py:plain", [16], 0, 256),
+    ("gan_dcgan28", "configs/gan.py", [64], 0, 256),
+    ("gan_dcgan64", "configs/gan.py:size64", [16], 0, 1024),
 ]
 
 # name, config, images per sampler call

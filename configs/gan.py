@@ -6,6 +6,8 @@ Presets (comma-separated after the file name, e.g. `configs/gan.py:tiny,minimax`
   minimax         the generator minimizes log(1 - D(G(z))) (saturates early on)
   non_saturating  the generator minimizes -log D(G(z)) (the default)
   hinge           hinge losses for both players
+  size64          the 64x64 DCGAN of Radford et al. (4x4x512 -> 64x64) on the digits resized to
+                  64x64 (data.image_size): the 64x64 benchmark case, no download needed
   celeb_a         64x64 CelebA through tensorflow-datasets (needs a prepared data_dir)
 """
 
@@ -53,6 +55,13 @@ def _hinge(c):
   c.model.loss = "hinge"
 
 
+def _size64(c):
+  c.data.image_size = 64
+  c.model.latent_dim = 100
+  c.model.g_features = (512, 256, 128, 64)   # Radford et al.: 4x4x512 -> ... -> 64x64
+  c.model.d_features = (64, 128, 256, 512)
+
+
 def _celeb_a(c):
   c.data.name = "celeb_a"
   c.data.image_size = 64
@@ -64,7 +73,7 @@ def _celeb_a(c):
 
 
 PRESETS = {"tiny": _tiny, "conditional": _conditional, "minimax": _minimax,
-           "non_saturating": _non_saturating, "hinge": _hinge, "celeb_a": _celeb_a}
+           "non_saturating": _non_saturating, "hinge": _hinge, "size64": _size64, "celeb_a": _celeb_a}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
