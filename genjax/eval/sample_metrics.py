@@ -2,8 +2,8 @@
 
 * Images: the Frechet distance between feature statistics of `num` generated images
   and the test split, with the feature network `eval.feature_net` ('classifier': the
-  dataset's own classifier, `genjax.eval.feature_classifier`; 'inception': Inception-v3
-  from `eval.inception_weights`), and as a floor the same distance between the test
+  dataset's own classifier, `genjax.eval.feature_classifier`; an Inception-v3 backend
+  is not implemented yet), and as a floor the same distance between the test
   split and as many train images.
 * Toy vectors: `genjax.eval.toy_metrics.mode_statistics` (modes covered, high-quality
   fraction, mode KL) where the toy has Gaussian modes, the fraction of samples nearest
@@ -45,10 +45,9 @@ def feature_network(config: Any):
     clf = load_or_train(config.data)
     return clf.features, {"feature_net": "classifier", "feature_classifier_test_accuracy": clf.test_accuracy}
   if name == "inception":
-    from genjax.eval.inception import load_inception
-    path = config.eval.get("inception_weights", "")
-    return load_inception(path).features, {"feature_net": "inception", "inception_weights": path}
-  raise ValueError(f"eval.feature_net={name!r} is not valid; expected 'classifier' or 'inception'")
+    raise NotImplementedError("eval.feature_net='inception' (Inception-v3 from a user-supplied weights file) is "
+                              "not implemented yet; use eval.feature_net='classifier'")
+  raise ValueError(f"eval.feature_net={name!r} is not valid; expected 'classifier'")
 
 
 def _all(source, limit: int | None = None) -> dict:
