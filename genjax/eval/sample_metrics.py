@@ -51,8 +51,11 @@ def feature_network(config: Any):
 
 
 def _all(source, limit: int | None = None) -> dict:
-  n = len(source) if limit is None else min(limit, len(source))
-  return source[np.arange(n)]
+  """The whole split, or `limit` rows drawn without replacement by a fixed permutation (splits
+  may be ordered by class, so the first rows are not a sample)."""
+  if limit is None or limit >= len(source):
+    return source[np.arange(len(source))]
+  return source[np.sort(np.random.default_rng(0).permutation(len(source))[:limit])]
 
 
 def image_statistics(exp: Any, params: Any, model_state: Any, key: jax.Array, num: int) -> dict:
