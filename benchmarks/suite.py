@@ -32,6 +32,8 @@ CASES = [
     ("pixelcnn_plain", "configs/pixelcnn.py:plain", [16], 0, 256),
     ("realnvp_mnist", "configs/realnvp.py", [32], 0, 256),
     ("realnvp_two_moons", "configs/realnvp.py:two_moons", [256], 0, 64),
+    ("gan_dcgan28", "configs/gan.py", [64], 0, 256),
+    ("gan_dcgan64", "configs/gan.py:size64", [16], 0, 1024),
 ]
 
 # name, config, images per sampler call

@@ -5,7 +5,11 @@
 The JSON is also written to WORKDIR/eval/step_<N>.json. For the autoencoder family it
 holds the ELBO (nats, bits/dim), the IWAE bound with `config.eval.iwae_samples`
 samples, the reconstruction MSE, and, with `config.eval.pca`, the PCA baseline's
-reconstruction MSE at the same latent size.
+reconstruction MSE at the same latent size. For a family with `generate()` (GAN, VAE,
+PixelCNN) `--sample_stats=N` adds whole-sample statistics of N samples: the Frechet
+distance to the test split (and the test-vs-train floor) for images, mode coverage and
+the high-quality fraction for toys, and on 1-D toys the GAN discriminator's gap to
+D* = p_data / (p_data + p_g) (`genjax.eval.sample_metrics`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from experiments import common
 
 CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "'latest', 'best', or a step number.")
 SPLIT = flags.DEFINE_string("split", "test", "Data split to evaluate.")
+SAMPLES = flags.DEFINE_integer(
+    "sample_stats", -1, "Samples for the whole-sample statistics of a family with generate() (images: the "
+    "Frechet distance to the test split; toys: mode statistics); -1 = the config's eval.frechet_samples / "
+    "eval.toy_samples (0 if absent), 0 = off.")
 
 
 def main(argv):
@@ -49,6 +57,12 @@ def main(argv):
     result["pca_mse"] = pca_reconstruction_mse(flat(exp.splits["train"]), flat(exp.splits[SPLIT.value]),
                                                int(config.model.latent_dim))
     result["pca_components"] = int(config.model.latent_dim)
+  num = SAMPLES.value if SAMPLES.value >= 0 else int(
+      config.eval.get("frechet_samples" if exp.info.kind == "image" else "toy_samples", 0))
+  if num > 0:
+    from genjax.eval.sample_metrics import sample_statistics
+    result.update(sample_statistics(exp, exp.eval_params(state), state.model_state,
+                                    jax.random.fold_in(exp.sample_key(), 1), num))
   result["eval_seconds"] = time.perf_counter() - t0
   result["device"] = f"{jax.devices()[0].device_kind} x{exp.mesh.devices.size}"
   if exp.process_index == 0:

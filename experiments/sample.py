@@ -11,6 +11,9 @@ Autoencoders: `samples` (from the prior; for plain/denoising autoencoders, recon
 from one test image's code to another's), `attribute` (rows adding growing multiples
 of the attribute vector of `--label`: mean code of that label minus mean of the rest),
 `latent_map` (scatter of the test codes; needs a 2-D latent).
+
+GAN: `samples` from the generator (`--label` for a conditional one); toy GANs write one
+scatter (2-D) or histogram (1-D) picture of 2,000 samples.
 """
 
 from __future__ import annotations
@@ -65,6 +68,17 @@ def main(argv):
       images, ncol = figures.autoregressive_figure(family, params, test, KIND.value, NUM.value, key,
                                                    temperature=TEMPERATURE.value, label=label)
       save_image_grid(out, images, ncol)
+      print(out)
+      return
+    if getattr(family, "two_player", False):  # GAN: samples only (toys: one scatter/histogram picture)
+      if KIND.value != "samples":
+        raise ValueError(f"--kind={KIND.value} is not available for GANs; use --kind=samples")
+      label = None if LABEL.value < 0 else np.full((NUM.value,), LABEL.value, np.int32)
+      if exp.info.kind == "image":
+        images = family.generate(params, state.model_state, key, NUM.value, labels=label)
+      else:
+        images = family.sample_grid(params, state.model_state, key, None, NUM.value)
+      save_image_grid(out, np.asarray(images))
       print(out)
       return
     if KIND.value == "latent_map":

@@ -283,3 +283,74 @@ def dequantized_bits_per_dim(nll_nats: jax.Array, num_dims: int, num_bins: int =
   if num_bins < 1:
     raise ValueError(f"num_bins must be >= 1, got {num_bins}")
   return bits_per_dim(nll_nats, num_dims, bin_width=1.0 / num_bins)
+
+
+# --------------------------------------------------------------------------- GAN
+#
+# Everything below works on the discriminator's *logits* `l = logit D(x)`, so that
+# `log D = -softplus(-l)` and `log(1 - D) = -softplus(l)` never take the log of a
+# rounded-to-zero probability. Inputs are `[B]` (or any shape); outputs are scalars
+# (means over every element), each `jax.grad`-able on its own.
+
+
+def gan_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Binary cross-entropy of the discriminator, real labelled 1 and fake 0.
+
+  `-E[log D(x)] - E[log(1 - D(G(z)))] = E[softplus(-l_real)] + E[softplus(l_fake)]`.
+  At the optimum of the minimax game (p_g = p_data, D = 1/2) it equals 2 log 2.
+  """
+  return jnp.mean(jax.nn.softplus(-real_logits)) + jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def gan_generator_minimax_loss(fake_logits: jax.Array) -> jax.Array:
+  """The generator's side of the minimax game: `E[log(1 - D(G(z)))] = -E[softplus(l_fake)]`.
+
+  Minimized by the generator. Its gradient with respect to the logit is `-sigmoid(l)`,
+  which vanishes when the discriminator confidently rejects the fakes (l -> -inf):
+  the saturation that motivates the non-saturating loss.
+  """
+  return -jnp.mean(jax.nn.softplus(fake_logits))
+
+
+def gan_generator_non_saturating_loss(fake_logits: jax.Array) -> jax.Array:
+  """The non-saturating generator loss `-E[log D(G(z))] = E[softplus(-l_fake)]`.
+
+  Same fixed points as the minimax loss, but its logit gradient `sigmoid(l) - 1`
+  tends to -1 (not 0) when the fakes are rejected (Goodfellow et al. 2014).
+  """
+  return jnp.mean(jax.nn.softplus(-fake_logits))
+
+
+def gan_hinge_discriminator_loss(real_logits: jax.Array, fake_logits: jax.Array) -> jax.Array:
+  """Hinge loss of the discriminator: `E[relu(1 - l_real)] + E[relu(1 + l_fake)]`."""
+  return jnp.mean(jax.nn.relu(1.0 - real_logits)) + jnp.mean(jax.nn.relu(1.0 + fake_logits))
+
+
+def gan_hinge_generator_loss(fake_logits: jax.Array) -> jax.Array:
+  """Hinge-GAN generator loss: `-E[l_fake]`."""
+  return -jnp.mean(fake_logits)
+
+
+def wgan_critic_loss(real_scores: jax.Array, fake_scores: jax.Array) -> jax.Array:
+  """Wasserstein critic loss (to minimize): `E[f(G(z))] - E[f(x)]` (add `gradient_penalty`)."""
+  return jnp.mean(fake_scores) - jnp.mean(real_scores)
+
+
+def wgan_generator_loss(fake_scores: jax.Array) -> jax.Array:
+  """Wasserstein generator loss: `-E[f(G(z))]`."""
+  return -jnp.mean(fake_scores)
+
+
+def gradient_penalty(critic, real: jax.Array, fake: jax.Array, key: jax.Array) -> jax.Array:
+  """WGAN-GP penalty `E[(||grad_x f(x_hat)||_2 - 1)^2]` (Gulrajani et al. 2017).
+
+  `x_hat = eps * real + (1 - eps) * fake` with `eps ~ U[0, 1]` per example (drawn with
+  `key`); `critic` maps `[B, ...] -> [B]` and must treat examples independently
+  (no batch statistics). Multiply by the penalty weight (10 in the paper).
+  """
+  checks.check_same_shape(real=real, fake=fake)
+  eps = jax.random.uniform(key, (real.shape[0],) + (1,) * (real.ndim - 1), real.dtype)
+  x_hat = eps * real + (1.0 - eps) * fake
+  grads = jax.grad(lambda x: jnp.sum(critic(x)))(x_hat)
+  norms = jnp.sqrt(jnp.sum(jnp.square(grads).reshape(grads.shape[0], -1), axis=-1) + 1e-12)
+  return jnp.mean(jnp.square(norms - 1.0))

@@ -6,7 +6,7 @@ from typing import Any
 
 from genjax.models.base import Family
 
-FAMILIES = ("autoencoder", "pixelcnn", "realnvp")
+FAMILIES = ("autoencoder", "pixelcnn", "gan", "realnvp")
 
 
 def get_family(model_config: Any, info: Any) -> Family:
@@ -21,6 +21,9 @@ def get_family(model_config: Any, info: Any) -> Family:
   if name == "realnvp":
     from genjax.models.realnvp import RealNVPFamily
     return RealNVPFamily(model_config, info)
+  if name == "gan":
+    from genjax.models.gan import GANFamily
+    return GANFamily(model_config, info)
   raise ValueError(f"unknown model family {name!r}; expected one of {FAMILIES}")
 
 

@@ -288,6 +288,10 @@ class AutoencoderFamily:
       cond = jax.nn.one_hot(labels, self.num_classes)
     return preprocess.from_unit(self.mean_image(self.decode(params, z, cond)))
 
+  def generate(self, params, model_state, key, num: int, labels: jax.Array | None = None) -> jax.Array:
+    """`num` fresh samples, `uint8[num, H, W, C]` (the protocol's `generate`; VAEs only)."""
+    return self.sample(params, key, num, labels=labels)
+
   def reconstruct(self, params, batch, key) -> jax.Array:
     """Decoder means at the posterior mean (after corruption for `dae`): `uint8[B, H, W, C]`."""
     k_data, k_noise = jax.random.split(key)

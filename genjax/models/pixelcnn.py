@@ -153,6 +153,10 @@ class PixelCNNFamily:
     values = jnp.zeros((num,) + self.image_shape, jnp.int32)
     return self._to_image(self._fill(params, key, values, self._check_labels(labels, num), 0, temperature))
 
+  def generate(self, params, model_state, key, num: int, labels=None) -> jax.Array:
+    """`num` fresh samples at temperature 1, `uint8[num, H, W, C]` (the protocol's `generate`)."""
+    return self.sample(params, key, num, labels=labels)
+
   def complete(self, params, key, image, labels=None, temperature: float = 1.0) -> jax.Array:
     """Keeps the upper half of `image` (`uint8[N, H, W, C]`) and samples the lower half."""
     h, w, c = self.image_shape

@@ -14,7 +14,7 @@ import numpy as np
 
 from genjax import data as data_lib
 from genjax import models
-from genjax.train import sharding
+from genjax.train import sharding, two_player
 from genjax.train.checkpoint import Checkpointer
 from genjax.train.optim import make_optimizer
 from genjax.train.state import TrainState, create_train_state
@@ -39,7 +39,10 @@ class Experiment:
     if config.train.num_steps < 0:
       raise ValueError(f"train.num_steps must be >= 0, got {config.train.num_steps}")
     schedule_steps = config.optim.schedule_steps or config.train.num_steps
-    self.tx = make_optimizer(config.optim, schedule_steps)
+    if getattr(self.family, "two_player", False):  # GANs: one optimizer per player
+      self.tx = two_player.make_two_player_optimizer(config.optim, schedule_steps, self.family.d_steps)
+    else:
+      self.tx = make_optimizer(config.optim, schedule_steps)
     self.process_index = jax.process_index()
     self.process_count = jax.process_count()
     self._eval_steps: dict = {}
@@ -66,6 +69,9 @@ class Experiment:
 
   def train_step(self):
     tc = self.config.train
+    if getattr(self.family, "two_player", False):
+      return two_player.make_two_player_step(self.family, self.tx, tc.ema_decay, self.mesh, tc.batch_size,
+                                             ema_warmup=tc.ema_warmup)
     return make_train_step(self.family, self.tx, tc.ema_decay, self.mesh, ema_warmup=tc.ema_warmup)
 
   def checkpointer(self, workdir: str, **kwargs: Any) -> Checkpointer:
