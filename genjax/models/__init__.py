@@ -6,7 +6,7 @@ from typing import Any
 
 from genjax.models.base import Family
 
-FAMILIES = ("autoencoder", "pixelcnn")
+FAMILIES = ("autoencoder", "pixelcnn", "ddpm")
 
 
 def get_family(model_config: Any, info: Any) -> Family:
@@ -18,6 +18,9 @@ def get_family(model_config: Any, info: Any) -> Family:
   if name == "pixelcnn":
     from genjax.models.pixelcnn import PixelCNNFamily
     return PixelCNNFamily(model_config, info)
+  if name == "ddpm":
+    from genjax.models.ddpm import DDPMFamily
+    return DDPMFamily(model_config, info)
   raise ValueError(f"unknown model family {name!r}; expected one of {FAMILIES}")
 
 
