@@ -5,7 +5,10 @@
 The JSON is also written to WORKDIR/eval/step_<N>.json. For the autoencoder family it
 holds the ELBO (nats, bits/dim), the IWAE bound with `config.eval.iwae_samples`
 samples, the reconstruction MSE, and, with `config.eval.pca`, the PCA baseline's
-reconstruction MSE at the same latent size.
+reconstruction MSE at the same latent size. For DDPM it holds the simple loss and the
+exact variational bound (all T terms) in bits/dim with its parts (prior, KL, decoder),
+on the first `config.eval.bound_examples` examples of the split (0 = all; the number
+used is `bound_examples` in the JSON).
 """
 
 from __future__ import annotations
@@ -37,12 +40,23 @@ def main(argv):
   options = {}
   if getattr(exp.family, "variational", False) and config.eval.get("iwae_samples", 0):
     options["iwae_samples"] = int(config.eval.iwae_samples)
+  split, bound_examples = SPLIT.value, None
+  if config.model.family == "ddpm":
+    from genjax.data import ArraySource
+    options["full_bound"] = True
+    source = exp.splits[split]
+    bound_examples = int(config.eval.get("bound_examples", 0)) or len(source)
+    bound_examples = min(bound_examples, len(source))
+    split = f"{split}[:{bound_examples}]"
+    exp.splits[split] = ArraySource(source[np.arange(bound_examples)])
   t0 = time.perf_counter()
-  metrics = exp.evaluate(exp.eval_params(state), state.model_state, split=SPLIT.value, **options)
+  metrics = exp.evaluate(exp.eval_params(state), state.model_state, split=split, **options)
   result = {"step": step, "checkpoint": CHECKPOINT.value, "split": SPLIT.value, "dataset": exp.info.name,
             "params": "ema" if config.eval.use_ema else "raw", **metrics}
-  if options:
+  if "iwae_samples" in options:
     result["iwae_samples"] = options["iwae_samples"]
+  if bound_examples is not None:
+    result["bound_examples"] = bound_examples
   if config.eval.get("pca", False) and exp.info.kind == "image":
     def flat(source):
       return source[np.arange(len(source))]["image"].reshape(len(source), -1) / 255.0
