@@ -30,11 +30,16 @@ CASES = [
     ("vae_discretized", "configs/vae.py:discretized", [128], 0, 64),
     ("pixelcnn_gated", "configs/pixelcnn.py", [16], 0, 256),
     ("pixelcnn_plain", "configs/pixelcnn.py:plain", [16], 0, 256),
+    ("ddpm_default", "configs/ddpm.py", [32], 0, 512),
+    ("ddpm_small", "configs/ddpm.py:tiny", [32], 0, 64),
+    ("ddpm_paper", "configs/ddpm.py:paper_net", [2], 0, 4096),
 ]
 
 # name, config, images per sampler call
 SAMPLING_CASES = [
     ("pixelcnn_gated", "configs/pixelcnn.py", 16),
+    ("ddpm_ancestral", "configs/ddpm.py", 16),
+    ("ddpm_ddim50", "configs/ddpm.py --config.model.sampler=ddim --config.model.ddim_steps=50", 16),
 ]
 
 
@@ -56,7 +61,8 @@ def run_case(name, config, batch_sizes, devices, steps, repeats):
 
 def run_sampling_case(name, config, num):
   env = dict(os.environ, PYTHONPATH=REPO)
-  cmd = [sys.executable, "-m", "benchmarks.sampling_throughput", f"--config={config}", f"--num={num}"]
+  config, *overrides = config.split()
+  cmd = [sys.executable, "-m", "benchmarks.sampling_throughput", f"--config={config}", *overrides, f"--num={num}"]
   p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   if p.returncode != 0:
     raise RuntimeError(f"sampling case {name} failed:\n{p.stderr[-3000:]}")

@@ -23,7 +23,8 @@ dequantization correction.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -104,14 +105,14 @@ def make_schedule(betas: np.ndarray, dtype=jnp.float32) -> Schedule:
   abar_prev = np.append(1.0, abar[:-1])
   post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
   post_logvar = np.log(np.append(post_var[1], post_var[1:])) if betas.size > 1 else np.log(betas)
-  consts = dict(
-      betas=betas, alphas=alphas, alphas_cumprod=abar, alphas_cumprod_prev=abar_prev,
-      sqrt_alphas_cumprod=np.sqrt(abar), sqrt_one_minus_alphas_cumprod=np.sqrt(1.0 - abar),
-      log_one_minus_alphas_cumprod=np.log(1.0 - abar), sqrt_recip_alphas_cumprod=np.sqrt(1.0 / abar),
-      sqrt_recipm1_alphas_cumprod=np.sqrt(1.0 / abar - 1.0), posterior_variance=post_var,
-      posterior_log_variance_clipped=post_logvar,
-      posterior_mean_coef1=betas * np.sqrt(abar_prev) / (1.0 - abar),
-      posterior_mean_coef2=(1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar))
+  consts = {
+      "betas": betas, "alphas": alphas, "alphas_cumprod": abar, "alphas_cumprod_prev": abar_prev,
+      "sqrt_alphas_cumprod": np.sqrt(abar), "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - abar),
+      "log_one_minus_alphas_cumprod": np.log(1.0 - abar), "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / abar),
+      "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / abar - 1.0), "posterior_variance": post_var,
+      "posterior_log_variance_clipped": post_logvar,
+      "posterior_mean_coef1": betas * np.sqrt(abar_prev) / (1.0 - abar),
+      "posterior_mean_coef2": (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)}
   return Schedule(**{k: jnp.asarray(v, dtype) for k, v in consts.items()})
 
 

@@ -160,7 +160,7 @@ def test_kl_term_matches_numpy_for_an_arbitrary_epsilon():
   xt = rng.standard_normal(x0.shape)
   eps = rng.standard_normal(x0.shape)
   t = np.array([3, 17, 29])
-  f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
+  f32 = lambda a: jnp.asarray(a, jnp.float32)
   for variance in ("fixed_small", "fixed_large"):
     got = diffusion.vlb_term(s, f32(x0), f32(xt), jnp.asarray(t), f32(eps), variance)
     for i, ti in enumerate(t):
