@@ -24,4 +24,4 @@ def get_family(model_config: Any, info: Any) -> Family:
   raise ValueError(f"unknown model family {name!r}; expected one of {FAMILIES}")
 
 
-__all__ = ["Family", "FAMILIES", "get_family"]
+__all__ = ["FAMILIES", "Family", "get_family"]

@@ -20,7 +20,7 @@ stays on the 28x28 pixels. `attn_resolutions` refer to the padded feature maps.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
