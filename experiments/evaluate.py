@@ -49,6 +49,8 @@ def main(argv):
     bound_examples = min(bound_examples, len(source))
     split = f"{split}[:{bound_examples}]"
     exp.splits[split] = ArraySource(source[np.arange(bound_examples)])
+    if bound_examples < config.eval.batch_size and bound_examples % exp.mesh.devices.size == 0:
+      config.eval.batch_size = bound_examples  # padded rows would cost T network calls each
   t0 = time.perf_counter()
   metrics = exp.evaluate(exp.eval_params(state), state.model_state, split=split, **options)
   result = {"step": step, "checkpoint": CHECKPOINT.value, "split": SPLIT.value, "dataset": exp.info.name,
