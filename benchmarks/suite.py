@@ -34,12 +34,17 @@ CASES = [
     ("realnvp_two_moons", "configs/realnvp.py:two_moons", [256], 0, 64),
     ("gan_dcgan28", "configs/gan.py", [64], 0, 256),
     ("gan_dcgan64", "configs/gan.py:size64", [16], 0, 1024),
+    ("ddpm_default", "configs/ddpm.py", [32], 0, 512),
+    ("ddpm_small", "configs/ddpm.py:tiny", [32], 0, 64),
+    ("ddpm_paper", "configs/ddpm.py:paper_net", [2], 0, 4096),
 ]
 
 # name, config, images per sampler call
 SAMPLING_CASES = [
     ("pixelcnn_gated", "configs/pixelcnn.py", 16),
     ("realnvp_mnist", "configs/realnvp.py", 64),
+    ("ddpm_ancestral", "configs/ddpm.py", 16),
+    ("ddpm_ddim50", "configs/ddpm.py --config.model.sampler=ddim --config.model.ddim_steps=50", 16),
 ]
 
 
@@ -61,7 +66,8 @@ def run_case(name, config, batch_sizes, devices, steps, repeats):
 
 def run_sampling_case(name, config, num):
   env = dict(os.environ, PYTHONPATH=REPO)
-  cmd = [sys.executable, "-m", "benchmarks.sampling_throughput", f"--config={config}", f"--num={num}"]
+  config, *overrides = config.split()
+  cmd = [sys.executable, "-m", "benchmarks.sampling_throughput", f"--config={config}", *overrides, f"--num={num}"]
   p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   if p.returncode != 0:
     raise RuntimeError(f"sampling case {name} failed:\n{p.stderr[-3000:]}")

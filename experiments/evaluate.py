@@ -9,7 +9,10 @@ reconstruction MSE at the same latent size. For a family with `generate()` (GAN,
 PixelCNN) `--sample_stats=N` adds whole-sample statistics of N samples: the Frechet
 distance to the test split (and the test-vs-train floor) for images, mode coverage and
 the high-quality fraction for toys, and on 1-D toys the GAN discriminator's gap to
-D* = p_data / (p_data + p_g) (`genjax.eval.sample_metrics`).
+D* = p_data / (p_data + p_g) (`genjax.eval.sample_metrics`; DDPM and RealNVP too). For DDPM it holds the simple loss and the
+exact variational bound (all T terms) in bits/dim with its parts (prior, KL, decoder),
+on the first `config.eval.bound_examples` examples of the split (0 = all; the number
+used is `bound_examples` in the JSON).
 """
 
 from __future__ import annotations
@@ -45,12 +48,25 @@ def main(argv):
   options = {}
   if getattr(exp.family, "variational", False) and config.eval.get("iwae_samples", 0):
     options["iwae_samples"] = int(config.eval.iwae_samples)
+  split, bound_examples = SPLIT.value, None
+  if config.model.family == "ddpm":
+    from genjax.data import ArraySource
+    options["full_bound"] = True
+    source = exp.splits[split]
+    bound_examples = int(config.eval.get("bound_examples", 0)) or len(source)
+    bound_examples = min(bound_examples, len(source))
+    split = f"{split}[:{bound_examples}]"
+    exp.splits[split] = ArraySource(source[np.arange(bound_examples)])
+    if bound_examples < config.eval.batch_size and bound_examples % exp.mesh.devices.size == 0:
+      config.eval.batch_size = bound_examples  # padded rows would cost T network calls each
   t0 = time.perf_counter()
-  metrics = exp.evaluate(exp.eval_params(state), state.model_state, split=SPLIT.value, **options)
+  metrics = exp.evaluate(exp.eval_params(state), state.model_state, split=split, **options)
   result = {"step": step, "checkpoint": CHECKPOINT.value, "split": SPLIT.value, "dataset": exp.info.name,
             "params": "ema" if config.eval.use_ema else "raw", **metrics}
-  if options:
+  if "iwae_samples" in options:
     result["iwae_samples"] = options["iwae_samples"]
+  if bound_examples is not None:
+    result["bound_examples"] = bound_examples
   if config.eval.get("pca", False) and exp.info.kind == "image":
     def flat(source):
       return source[np.arange(len(source))]["image"].reshape(len(source), -1) / 255.0

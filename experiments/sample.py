@@ -14,6 +14,11 @@ of the attribute vector of `--label`: mean code of that label minus mean of the 
 
 GAN: `samples` from the generator (`--label` for a conditional one); toy GANs write one
 scatter (2-D) or histogram (1-D) picture of 2,000 samples.
+
+DDPM: `samples` (`--sampler=ancestral|ddim`, `--ddim_steps`, `--eta`; default the
+config's `model.sampler`), `trajectory` (ancestral chains, the state every
+`--trajectory_every` steps), `interpolation` (through `x_t` at `--interp_t` of two
+test images, spherical in the noise).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from experiments import common
 
 NUM = flags.DEFINE_integer("num", 64, "Number of images in the grid.")
 KIND = flags.DEFINE_enum("kind", "samples", ["samples", "reconstructions", "interpolation", "attribute",
-                                             "latent_map", "completion", "density"],
-                         "What to draw (completion: PixelCNN; the others but samples: autoencoders).")
+                                             "latent_map", "completion", "density", "trajectory"],
+                         "What to draw (completion: PixelCNN; trajectory: DDPM; the others but samples: "
+                         "autoencoders, interpolation also DDPM and RealNVP; density: RealNVP toys).")
 CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "'latest', 'best', or a step number.")
 OUT = flags.DEFINE_string("out", None, "Output PNG (default: WORKDIR/samples/<kind>_step_<N>.png).")
 SEED = flags.DEFINE_integer("seed", 0, "Sampling seed (folded into the run's sample key).")
@@ -37,6 +43,13 @@ TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "VAE: prior standard deviat
 LABEL = flags.DEFINE_integer("label", -1, "--kind=attribute: the attribute's label (-1: 1); a conditional "
                              "PixelCNN: the class to sample (-1 cycles through the classes).")
 SPHERICAL = flags.DEFINE_boolean("spherical", False, "Spherical interpolation of codes.")
+SAMPLER = flags.DEFINE_enum("sampler", None, ["ancestral", "ddim"], "DDPM sampler (default: model.sampler).")
+DDIM_STEPS = flags.DEFINE_integer("ddim_steps", None, "DDPM: DDIM steps (default: model.ddim_steps).")
+ETA = flags.DEFINE_float("eta", None, "DDPM: DDIM eta, 0 = deterministic, 1 = ancestral-like (default: "
+                         "model.ddim_eta).")
+TRAJECTORY_EVERY = flags.DEFINE_integer("trajectory_every", 0, "DDPM trajectory: steps between shown states "
+                                        "(0: T/10).")
+INTERP_T = flags.DEFINE_integer("interp_t", 500, "DDPM interpolation: the step t of x_t (0-based).")
 
 
 def main(argv):
@@ -61,6 +74,16 @@ def main(argv):
     if hasattr(family, "flow_inverse"):  # RealNVP: samples, interpolation, density (toys)
       images, ncol = _flow_figure(family, params, state.model_state, test, key)
       save_image_grid(out, np.asarray(images), ncol)
+      print(out)
+      return
+    if common.CONFIG.value.model.family == "ddpm":
+      from genjax.eval.diffusion_figures import ddpm_figure
+      mc = common.CONFIG.value.model
+      images, ncol = ddpm_figure(
+          family, params, test, KIND.value, NUM.value, key, sampler=SAMPLER.value or mc.sampler,
+          ddim_steps=DDIM_STEPS.value or mc.ddim_steps, eta=mc.ddim_eta if ETA.value is None else ETA.value,
+          trajectory_every=TRAJECTORY_EVERY.value, interp_t=INTERP_T.value)
+      save_image_grid(out, images, ncol)
       print(out)
       return
     if hasattr(family, "complete"):  # autoregressive (PixelCNN)

@@ -6,7 +6,7 @@ from typing import Any
 
 from genjax.models.base import Family
 
-FAMILIES = ("autoencoder", "pixelcnn", "gan", "realnvp")
+FAMILIES = ("autoencoder", "pixelcnn", "gan", "realnvp", "ddpm")
 
 
 def get_family(model_config: Any, info: Any) -> Family:
@@ -24,6 +24,9 @@ def get_family(model_config: Any, info: Any) -> Family:
   if name == "gan":
     from genjax.models.gan import GANFamily
     return GANFamily(model_config, info)
+  if name == "ddpm":
+    from genjax.models.ddpm import DDPMFamily
+    return DDPMFamily(model_config, info)
   raise ValueError(f"unknown model family {name!r}; expected one of {FAMILIES}")
 
 

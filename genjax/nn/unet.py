@@ -1,0 +1,166 @@
+"""The DDPM U-Net (Ho et al. 2020, after PixelCNN++) and a time-conditioned MLP for vectors.
+
+`UNet`: `x [B, H, W, C]`, `t int32[B]` -> `eps [B, H, W, C]`. A 3x3 input conv, then
+for each channel multiplier a level of `num_res_blocks` residual blocks (group norm,
+swish, conv, + a projection of the time embedding, group norm, swish, dropout,
+conv; a 1x1 conv on the skip path where channels change), self-attention after the
+blocks of levels whose resolution is in `attn_resolutions`, and a stride-2 conv
+between levels; a middle of block-attention-block; the mirror path with one more
+block per level, each taking the matching down-path activation concatenated, and
+nearest-neighbour upsampling + conv between levels; group norm, swish and a
+zero-initialized 3x3 output conv. The time embedding is sinusoidal (`ch` features)
+fed through Dense(4 ch)-swish-Dense(4 ch).
+
+Inputs whose size is not divisible by `2 ** (levels - 1)` (or smaller than `pad_to`)
+are zero-padded symmetrically inside the network and the output is cropped back:
+28x28 digits run as 32x32 through a 4-level U-Net while the diffusion process itself
+stays on the 28x28 pixels. `attn_resolutions` refer to the padded feature maps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
+  """Sinusoidal embedding `[B, dim]` of (integer or real) times `t` `[B]`: sin half, then cos half."""
+  if dim % 2:
+    raise ValueError(f"timestep embedding dim must be even, got {dim}")
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / max(half - 1, 1))
+  args = jnp.asarray(t, jnp.float32)[:, None] * freqs[None, :]
+  return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+def _groups(channels: int, max_groups: int) -> int:
+  """The largest group count <= max_groups that divides `channels`."""
+  return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
+
+
+def _norm(channels: int, max_groups: int, name: str) -> nn.GroupNorm:
+  return nn.GroupNorm(num_groups=_groups(channels, max_groups), epsilon=1e-6, name=name)
+
+
+_zero = nn.initializers.zeros
+
+
+class ResBlock(nn.Module):
+  """`[B, H, W, Cin]`, time embedding `[B, E]` -> `[B, H, W, out_ch]`."""
+
+  out_ch: int
+  dropout: float = 0.0
+  norm_groups: int = 32
+
+  @nn.compact
+  def __call__(self, x, temb, train: bool):
+    h = nn.swish(_norm(x.shape[-1], self.norm_groups, "norm_0")(x))
+    h = nn.Conv(self.out_ch, (3, 3), name="conv_0")(h)
+    h = h + nn.Dense(self.out_ch, name="temb_proj")(nn.swish(temb))[:, None, None, :]
+    h = nn.swish(_norm(self.out_ch, self.norm_groups, "norm_1")(h))
+    h = nn.Dropout(self.dropout, deterministic=not train)(h)
+    h = nn.Conv(self.out_ch, (3, 3), kernel_init=_zero, name="conv_1")(h)
+    if x.shape[-1] != self.out_ch:
+      x = nn.Conv(self.out_ch, (1, 1), name="skip")(x)
+    return x + h
+
+
+class AttnBlock(nn.Module):
+  """Single-head self-attention over the H*W positions, residual: `[B, H, W, C]` -> same."""
+
+  norm_groups: int = 32
+
+  @nn.compact
+  def __call__(self, x):
+    b, h, w, c = x.shape
+    y = _norm(c, self.norm_groups, "norm")(x)
+    q, k, v = (nn.Dense(c, name=n)(y).reshape(b, h * w, c) for n in ("q", "k", "v"))
+    weights = jax.nn.softmax(jnp.einsum("bic,bjc->bij", q, k) / math.sqrt(c), axis=-1)
+    y = jnp.einsum("bij,bjc->bic", weights, v).reshape(b, h, w, c)
+    return x + nn.Dense(c, kernel_init=_zero, name="proj_out")(y)
+
+
+class UNet(nn.Module):
+  """The epsilon network of DDPM: `(x [B, H, W, C], t int32[B], train) -> [B, H, W, C]`."""
+
+  ch: int = 128
+  ch_mult: Sequence[int] = (1, 2, 2, 2)
+  num_res_blocks: int = 2
+  attn_resolutions: Sequence[int] = (16,)
+  dropout: float = 0.1
+  norm_groups: int = 32
+  pad_to: int = 0           # pad H and W up to at least this (and to a multiple of 2**(levels-1))
+
+  def padding(self, height: int, width: int) -> tuple[int, int]:
+    """The padded `(H, W)` the network runs at."""
+    f = 2 ** (len(self.ch_mult) - 1)
+    return tuple(max(-(-s // f) * f, -(-self.pad_to // f) * f) for s in (height, width))
+
+  @nn.compact
+  def __call__(self, x: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+    if x.ndim != 4:
+      raise ValueError(f"UNet expects x [B, H, W, C], got shape {x.shape}")
+    b, height, width, channels = x.shape
+    ph, pw = self.padding(height, width)
+    top, left = (ph - height) // 2, (pw - width) // 2
+    if (ph, pw) != (height, width):
+      x = jnp.pad(x, ((0, 0), (top, ph - height - top), (left, pw - width - left), (0, 0)))
+    temb = timestep_embedding(t, self.ch)
+    temb = nn.Dense(4 * self.ch, name="temb_0")(temb)
+    temb = nn.Dense(4 * self.ch, name="temb_1")(nn.swish(temb))
+
+    def res(h, out_ch, name):
+      return ResBlock(out_ch, self.dropout, self.norm_groups, name=name)(h, temb, train)
+
+    h = nn.Conv(self.ch, (3, 3), name="conv_in")(x)
+    skips = [h]
+    levels = len(self.ch_mult)
+    for i, mult in enumerate(self.ch_mult):
+      for j in range(self.num_res_blocks):
+        h = res(h, self.ch * mult, f"down_{i}_res_{j}")
+        if h.shape[1] in self.attn_resolutions:
+          h = AttnBlock(self.norm_groups, name=f"down_{i}_attn_{j}")(h)
+        skips.append(h)
+      if i != levels - 1:
+        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), name=f"down_{i}_downsample")(h)
+        skips.append(h)
+    h = res(h, h.shape[-1], "mid_res_0")
+    h = AttnBlock(self.norm_groups, name="mid_attn")(h)
+    h = res(h, h.shape[-1], "mid_res_1")
+    for i in reversed(range(levels)):
+      for j in range(self.num_res_blocks + 1):
+        h = res(jnp.concatenate([h, skips.pop()], axis=-1), self.ch * self.ch_mult[i], f"up_{i}_res_{j}")
+        if h.shape[1] in self.attn_resolutions:
+          h = AttnBlock(self.norm_groups, name=f"up_{i}_attn_{j}")(h)
+      if i != 0:
+        h = jax.image.resize(h, (b, 2 * h.shape[1], 2 * h.shape[2], h.shape[3]), "nearest")
+        h = nn.Conv(h.shape[-1], (3, 3), name=f"up_{i}_upsample")(h)
+    assert not skips
+    h = nn.swish(_norm(h.shape[-1], self.norm_groups, "norm_out")(h))
+    h = nn.Conv(channels, (3, 3), kernel_init=_zero, name="conv_out")(h)
+    return h[:, top:top + height, left:left + width, :]
+
+
+class TimeMLP(nn.Module):
+  """Epsilon network for vectors: `(x [B, D], t int32[B], train) -> [B, D]`.
+
+  The sinusoidal embedding of `t` goes through Dense-swish-Dense and is added to
+  every hidden layer (Dense, + time projection, swish).
+  """
+
+  hidden: Sequence[int] = (128, 128, 128)
+  temb_dim: int = 64
+
+  @nn.compact
+  def __call__(self, x: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+    temb = timestep_embedding(t, self.temb_dim)
+    temb = nn.Dense(self.temb_dim, name="temb_1")(nn.swish(nn.Dense(self.temb_dim, name="temb_0")(temb)))
+    h = x
+    for i, width in enumerate(self.hidden):
+      h = nn.Dense(width, name=f"dense_{i}")(h) + nn.Dense(width, name=f"temb_proj_{i}")(temb)
+      h = nn.swish(h)
+    return nn.Dense(x.shape[-1], kernel_init=_zero, name="dense_out")(h)
