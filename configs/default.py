@@ -69,6 +69,13 @@ def apply_presets(c: ml_collections.ConfigDict, preset: str | None, presets: dic
 def tiny(c: ml_collections.ConfigDict) -> None:
   """Small and fast, for tests: the 8x8 digits, a few steps, tiny intervals."""
   c.data.name = "digits_8x8"
+  tiny_run(c)
+  c.eval.batch_size = 100
+  c.eval.num_samples = 16
+
+
+def tiny_run(c: ml_collections.ConfigDict) -> None:
+  """A 20-step test run at batch 32 that logs, evaluates, samples and checkpoints every 5-10 steps."""
   c.train.batch_size = 32
   c.train.num_steps = 20
   c.train.log_every = 5
@@ -76,5 +83,3 @@ def tiny(c: ml_collections.ConfigDict) -> None:
   c.train.sample_every = 10
   c.train.checkpoint_every = 10
   c.train.progress_bar = False
-  c.eval.batch_size = 100
-  c.eval.num_samples = 16

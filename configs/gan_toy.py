@@ -39,13 +39,7 @@ def _tiny(c):
   c.model.d_hidden = (16, 16)
   c.data.toy_num_train = 512
   c.data.toy_num_test = 256
-  c.train.batch_size = 32
-  c.train.num_steps = 20
-  c.train.log_every = 5
-  c.train.eval_every = 10
-  c.train.sample_every = 10
-  c.train.checkpoint_every = 10
-  c.train.progress_bar = False
+  default.tiny_run(c)
   c.eval.batch_size = 64
 
 

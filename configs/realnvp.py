@@ -82,13 +82,8 @@ def _toy_tiny(c):
   c.model.num_couplings = 4
   c.model.hidden = (32, 32)
   c.model.plot_points = 2000
+  default.tiny_run(c)
   c.train.batch_size = 128
-  c.train.num_steps = 20
-  c.train.log_every = 5
-  c.train.eval_every = 10
-  c.train.sample_every = 10
-  c.train.checkpoint_every = 10
-  c.train.progress_bar = False
   c.eval.batch_size = 500
 
 
