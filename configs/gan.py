@@ -93,4 +93,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.eval.num_samples = 64
   c.eval.frechet_samples = 1000   # experiments.evaluate: generated images for the Frechet distance
   c.eval.feature_net = "classifier"  # the dataset's own classifier, trained on first use and cached
+  c.eval.inception_weights = ""     # feature_net='inception': .npz from scripts/convert_inception_weights.py
   return default.apply_presets(c, preset, PRESETS)
