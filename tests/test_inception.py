@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -201,3 +202,42 @@ def test_feature_network_config(tmp_path, variables):
   config.eval.feature_net = "vgg"
   with pytest.raises(ValueError, match="'classifier' or 'inception'"):
     sample_metrics.feature_network(config)
+
+
+def test_basic_conv_is_conv_then_eval_batch_norm_eps_1e3():
+  rng = np.random.default_rng(3)
+  x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+  k = rng.standard_normal((1, 1, 3, 5)).astype(np.float32)
+  scale, bias = rng.uniform(0.5, 2, 5), rng.standard_normal(5)
+  mean, var = rng.standard_normal(5), rng.uniform(1e-4, 1e-2, 5)   # small var: eps matters
+  variables = {"params": {"conv": {"kernel": k}, "bn": {"scale": scale, "bias": bias}},
+               "batch_stats": {"bn": {"mean": mean, "var": var}}}
+  got = inception.BasicConv(5).apply(jax.tree.map(jnp.float32, variables), x)
+  want = np.maximum((x @ k[0, 0] - mean) / np.sqrt(var + 1e-3) * scale + bias, 0)
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _pool_reference(x: np.ndarray, op) -> np.ndarray:
+  """3x3, stride 1, padding 1 pooling over in-image pixels only, by brute force."""
+  n, h, w, c = x.shape
+  out = np.zeros_like(x)
+  for i in range(h):
+    for j in range(w):
+      out[:, i, j] = op(x[:, max(i - 1, 0):i + 2, max(j - 1, 0):j + 2].reshape(n, -1, c), axis=1)
+  return out
+
+
+@pytest.mark.parametrize("max_pool", [False, True])
+def test_e_block_pool_branch(max_pool):
+  """Mixed_7b averages (padding excluded), Mixed_7c max-pools: the last 192 channels of the
+  block are `branch_pool` applied to the brute-force pool."""
+  x = np.random.default_rng(4).standard_normal((1, 3, 4, 6)).astype(np.float32)
+  block = inception.InceptionE(max_pool=max_pool)
+  shapes = jax.eval_shape(block.init, jax.random.key(0), x)   # numpy fill: no slow eager init
+  rng = np.random.default_rng(5)
+  variables = jax.tree.map(lambda s: jnp.asarray(rng.uniform(0.5, 1.5, s.shape), jnp.float32), shapes)
+  out = block.apply(variables, x)
+  assert out.shape == (1, 3, 4, 2048)
+  pooled = _pool_reference(x, np.max if max_pool else np.mean)
+  branch = {c: variables[c]["branch_pool"] for c in ("params", "batch_stats")}
+  np.testing.assert_allclose(out[..., -192:], inception.BasicConv(192).apply(branch, pooled), rtol=1e-5, atol=1e-5)
