@@ -54,6 +54,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256               # a multiple of every power-of-two device count
   c.eval.use_ema = True
   c.eval.num_samples = 64               # images in each periodic sample grid
+  # experiments.evaluate's whole-sample statistics of generate() (--sample_stats=N overrides):
+  c.eval.frechet_samples = 0            # images: generated images for the Frechet distance (0 = off)
+  c.eval.toy_samples = 0                # toys: samples for mode statistics (and D vs D* for 1-D GANs)
+  c.eval.feature_net = "classifier"     # 'classifier' (the dataset's own, trained on first use and cached)
+  c.eval.inception_weights = ""         # or 'inception' with this .npz (scripts/convert_inception_weights.py)
   return c
 
 

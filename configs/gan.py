@@ -92,5 +92,4 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.eval.use_ema = False
   c.eval.num_samples = 64
   c.eval.frechet_samples = 1000   # experiments.evaluate: generated images for the Frechet distance
-  c.eval.feature_net = "classifier"  # the dataset's own classifier, trained on first use and cached
   return default.apply_presets(c, preset, PRESETS)

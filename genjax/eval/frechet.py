@@ -12,8 +12,9 @@ PSD product `S1^{1/2} S2 S1^{1/2}`), which needs no `sqrtm` of a non-symmetric m
 and no imaginary parts clipped away. Negative eigenvalues (round-off) are set to 0.
 
 A feature network is any callable `features(images uint8[N, H, W, C]) -> float[N, F]`:
-`genjax.eval.feature_classifier` (trained on the dataset itself, no download). An
-Inception-v3 backend (for numbers comparable with published FID) is not written yet.
+`genjax.eval.feature_classifier` (trained on the dataset itself, no download), or
+`genjax.eval.inception` (the FID Inception-v3 from a user-supplied weights file, for
+numbers comparable with published FID).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 * Images: the Frechet distance between feature statistics of `num` generated images
   and the test split, with the feature network `eval.feature_net` ('classifier': the
-  dataset's own classifier, `genjax.eval.feature_classifier`; an Inception-v3 backend
-  is not implemented yet), and as a floor the same distance between the test
+  dataset's own classifier, `genjax.eval.feature_classifier`; 'inception': the FID
+  Inception-v3 of `genjax.eval.inception` from the `.npz` at `eval.inception_weights`,
+  which the user converts from pytorch-fid's weights), and as a floor the same distance between the test
   split and as many train images.
 * Toy vectors: `genjax.eval.toy_metrics.mode_statistics` (modes covered, high-quality
   fraction, mode KL) where the toy has Gaussian modes, the fraction of samples nearest
@@ -45,9 +46,14 @@ def feature_network(config: Any):
     clf = load_or_train(config.data)
     return clf.features, {"feature_net": "classifier", "feature_classifier_test_accuracy": clf.test_accuracy}
   if name == "inception":
-    raise NotImplementedError("eval.feature_net='inception' (Inception-v3 from a user-supplied weights file) is "
-                              "not implemented yet; use eval.feature_net='classifier'")
-  raise ValueError(f"eval.feature_net={name!r} is not valid; expected 'classifier'")
+    from genjax.eval import inception
+    path = config.eval.get("inception_weights", "")
+    if not path:
+      raise ValueError("eval.feature_net='inception' needs eval.inception_weights: the .npz converted from "
+                       "pytorch-fid's pt_inception-2015-12-05-*.pth by scripts/convert_inception_weights.py")
+    return inception.make_features(inception.load_weights(path)), {"feature_net": "inception",
+                                                                   "inception_weights": path}
+  raise ValueError(f"eval.feature_net={name!r} is not valid; expected 'classifier' or 'inception'")
 
 
 def _all(source, limit: int | None = None) -> dict:
