@@ -1,6 +1,6 @@
 """Mode collapse on the 1-D bimodal targets, measured over seeds.
 
-  python -m experiments.gan_bimodal_study --workdir=runs/bimodal_study [--preset=lecture] [--seeds=0,1,2,3,4]
+  python -m experiments.gan_bimodal_study --workdir=runs/bimodal_study [--study_preset=lecture] [--seeds=0,1,2,3,4]
 
 Trains `configs/gan_toy.py:{bimodal_near|bimodal_far},{minimax|non_saturating},PRESET`
 for every seed (`config.seed`), scores the last checkpoint with
@@ -22,27 +22,30 @@ import time
 from absl import app, flags
 from absl import logging as absl_logging
 
+from experiments import common  # --workdir (shared with the other scripts)
+
 TARGETS = ("bimodal_near", "bimodal_far")
 LOSSES = ("minimax", "non_saturating")
-WORKDIR = flags.DEFINE_string("workdir", "runs/bimodal_study", "Parent directory of the runs and study.json.")
-PRESET = flags.DEFINE_string("preset", "lecture", "Extra presets of configs/gan_toy.py, comma-separated.")
+PRESET = flags.DEFINE_string("study_preset", "lecture", "Extra presets of configs/gan_toy.py, comma-separated.")
 SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (config.seed) of each (target, loss).")
-NUM = flags.DEFINE_integer("samples", 10000, "Generated samples scored per run.")
+NUM = flags.DEFINE_integer("study_samples", 10000, "Generated samples scored per run.")
 
 
-def study_row(exp, state) -> dict:
-  """The toy statistics of one trained run (`sample_metrics.toy_statistics`) plus `collapsed`."""
+def study_row(exp, state, num: int) -> dict:
+  """The toy statistics of `num` samples of one trained run (`sample_metrics.toy_statistics`) plus
+  `collapsed` (fewer modes covered than the target has)."""
   import jax
 
   from genjax.eval.sample_metrics import toy_statistics
   stats = toy_statistics(exp, exp.eval_params(state), state.model_state,
-                         jax.random.fold_in(exp.sample_key(), 1), NUM.value)
+                         jax.random.fold_in(exp.sample_key(), 1), num)
   stats["collapsed"] = bool(stats["modes_covered"] < len(stats["mode_fractions"]))
   return stats
 
 
 def main(argv):
   del argv
+  root = common.WORKDIR.value or "runs/bimodal_study"
   logging.basicConfig(level=logging.WARNING)
   absl_logging.set_verbosity(absl_logging.WARNING)
   from configs import gan_toy
@@ -56,13 +59,13 @@ def main(argv):
         preset = ",".join(p for p in (target, loss, PRESET.value) if p)
         config = gan_toy.get_config(preset)
         config.seed = int(seed)
-        workdir = os.path.join(WORKDIR.value, f"{target}_{loss}_seed{seed}")
+        workdir = os.path.join(root, f"{target}_{loss}_seed{seed}")
         t0 = time.perf_counter()
         train_and_evaluate(config, workdir)
         exp = Experiment(config)
         state, step = exp.restore(workdir, "latest")
         row = {"target": target, "loss": loss, "seed": int(seed), "step": step, "preset": preset,
-               "train_seconds": time.perf_counter() - t0, **study_row(exp, state)}
+               "train_seconds": time.perf_counter() - t0, **study_row(exp, state, NUM.value)}
         rows.append(row)
         print(f"{target:13s} {loss:15s} seed {seed}: per mode {row['mode_fractions'][0]:.3f}/"
               f"{row['mode_fractions'][1]:.3f} covered {row['modes_covered']} hq {row['high_quality_fraction']:.3f} "
@@ -79,8 +82,8 @@ def main(argv):
       summary.append(s)
       print(f"{target:13s} {loss:15s} {s['collapsed']} / {s['runs']}     {s['high_quality_fraction']:.3f}    "
             f"{s['d_gap_mean']:.3f}")
-  os.makedirs(WORKDIR.value, exist_ok=True)
-  with open(os.path.join(WORKDIR.value, "study.json"), "w") as f:
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, "study.json"), "w") as f:
     json.dump({"preset": PRESET.value, "seeds": [int(s) for s in SEEDS.value], "runs": rows,
                "summary": summary}, f, indent=2)
 
