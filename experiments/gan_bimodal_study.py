@@ -28,6 +28,8 @@ TARGETS = ("bimodal_near", "bimodal_far")
 LOSSES = ("minimax", "non_saturating")
 PRESET = flags.DEFINE_string("study_preset", "lecture", "Extra presets of configs/gan_toy.py, comma-separated.")
 SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2", "3", "4"], "Seeds (config.seed) of each (target, loss).")
+PICTURE = flags.DEFINE_string("picture", "", "If set, a PNG of histograms (test data | GAN samples; near row, far "
+                              "row) of the first seed whose far run collapsed and near run did not (same loss).")
 NUM = flags.DEFINE_integer("study_samples", 10000, "Generated samples scored per run.")
 
 
@@ -43,6 +45,30 @@ def study_row(exp, state, num: int) -> dict:
   return stats
 
 
+def save_picture(path: str, runs: dict, rows: list, num: int) -> str | None:
+  """Writes the histogram picture (see --picture) over [-6, 6]; returns a caption, or None if no seed fits."""
+  import jax
+  import numpy as np
+
+  from genjax.eval.grids import save_image_grid
+  from genjax.eval.plots import histogram_image
+  from genjax.eval.sample_metrics import generate_many
+  for loss in ("non_saturating", "minimax"):
+    for seed in sorted({r["seed"] for r in rows}):
+      by = {r["target"]: r for r in rows if r["loss"] == loss and r["seed"] == seed}
+      if len(by) == 2 and by["bimodal_far"]["collapsed"] and not by["bimodal_near"]["collapsed"]:
+        tiles = []
+        for target in TARGETS:
+          exp, state = runs[target, loss, seed]
+          data = exp.splits["test"][np.arange(len(exp.splits["test"]))]["x"]
+          fake = generate_many(exp.family, exp.eval_params(state), state.model_state,
+                               jax.random.fold_in(exp.sample_key(), 1), num)
+          tiles += [histogram_image(data, -6.0, 6.0), histogram_image(fake, -6.0, 6.0)]
+        save_image_grid(path, np.stack([np.asarray(t) for t in tiles]), ncol=2)
+        return f"{loss}, seed {seed}: rows near / far, columns test data / {num} GAN samples, x in [-6, 6]"
+  return None
+
+
 def main(argv):
   del argv
   root = common.WORKDIR.value or "runs/bimodal_study"
@@ -52,7 +78,7 @@ def main(argv):
   from genjax.train.experiment import Experiment
   from genjax.train.loop import train_and_evaluate
 
-  rows = []
+  rows, runs = [], {}
   for target in TARGETS:
     for loss in LOSSES:
       for seed in SEEDS.value:
@@ -67,6 +93,7 @@ def main(argv):
         row = {"target": target, "loss": loss, "seed": int(seed), "step": step, "preset": preset,
                "train_seconds": time.perf_counter() - t0, **study_row(exp, state, NUM.value)}
         rows.append(row)
+        runs[target, loss, int(seed)] = (exp, state)
         print(f"{target:13s} {loss:15s} seed {seed}: per mode {row['mode_fractions'][0]:.3f}/"
               f"{row['mode_fractions'][1]:.3f} covered {row['modes_covered']} hq {row['high_quality_fraction']:.3f} "
               f"|D-D*| mean {row['d_gap_mean']:.3f} max {row['d_gap_max']:.3f}  ({row['train_seconds']:.0f} s)",
@@ -86,6 +113,9 @@ def main(argv):
   with open(os.path.join(root, "study.json"), "w") as f:
     json.dump({"preset": PRESET.value, "seeds": [int(s) for s in SEEDS.value], "runs": rows,
                "summary": summary}, f, indent=2)
+  if PICTURE.value:
+    caption = save_picture(PICTURE.value, runs, rows, NUM.value)
+    print(f"picture {PICTURE.value}: {caption}" if caption else "no seed with a collapsed far and covered near run")
 
 
 if __name__ == "__main__":
