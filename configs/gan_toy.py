@@ -13,7 +13,7 @@ Presets (comma-separated after the file name, e.g. `configs/gan_toy.py:ring8,min
   hinge, wgan_gp  the other formulations
   lecture         the lecture setting of the mode-collapse study: a small generator (1 hidden
                   layer of 16 ReLU units, so with a 1-D latent it is a piecewise-linear map of
-                  N(0, 1) with at most 16 pieces), D 2 x 64, Adam 1e-3 (beta1 0.5) for both, k = 1,
+                  N(0, 1) with at most 17 pieces), D 2 x 64, Adam 1e-3 (beta1 0.5) for both, k = 1,
                   batch 256, 3,000 steps. Used by `experiments.gan_bimodal_study` on bimodal_near
                   and bimodal_far with the same settings
   wide_g          after `lecture`: G with 2 x 128 hidden units instead (the ablation of the study)
