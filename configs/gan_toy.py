@@ -11,6 +11,12 @@ Presets (comma-separated after the file name, e.g. `configs/gan_toy.py:ring8,min
   minimax         generator minimizes log(1 - D(G(z)))
   non_saturating  generator minimizes -log D(G(z)) (the default)
   hinge, wgan_gp  the other formulations
+  lecture         the lecture setting of the mode-collapse study: a small generator (1 hidden
+                  layer of 16 ReLU units, so with a 1-D latent it is a piecewise-linear map of
+                  N(0, 1) with at most 17 pieces), D 2 x 64, Adam 1e-3 (beta1 0.5) for both, k = 1,
+                  batch 256, 3,000 steps. Used by `experiments.gan_bimodal_study` on bimodal_near
+                  and bimodal_far with the same settings
+  wide_g          after `lecture`: G with 2 x 128 hidden units instead (the ablation of the study)
   tiny            few steps, small networks: for tests
 Scored by modes covered and the high-quality fraction (`experiments.evaluate`), and on
 1-D data by the gap between the trained D and D* = p_data / (p_data + p_g).
@@ -43,10 +49,25 @@ def _tiny(c):
   c.eval.batch_size = 64
 
 
+def _lecture(c):
+  c.model.g_hidden = (16,)
+  c.model.d_hidden = (64, 64)
+  c.model.d_steps = 1
+  c.train.num_steps = 3000
+  c.train.eval_every = 3000
+  c.train.sample_every = 3000
+  c.train.checkpoint_every = 3000
+  c.train.progress_bar = False
+
+
+def _wide_g(c):
+  c.model.g_hidden = (128, 128)
+
+
 PRESETS = {"ring8": _toy("ring8", 2), "grid25": _toy("grid25", 2), "gaussian_1d": _toy("gaussian_1d", 1),
            "bimodal_near": _toy("bimodal_near", 1), "bimodal_far": _toy("bimodal_far", 1),
            "minimax": _loss("minimax"), "non_saturating": _loss("non_saturating"), "hinge": _loss("hinge"),
-           "wgan_gp": _loss("wgan_gp"), "tiny": _tiny}
+           "wgan_gp": _loss("wgan_gp"), "lecture": _lecture, "wide_g": _wide_g, "tiny": _tiny}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
