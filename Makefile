@@ -21,7 +21,7 @@ train: setup
 	$(PY) -m experiments.evaluate --config=$(CONFIG) --workdir=$(WORKDIR) --checkpoint=best
 	$(PY) -m experiments.sample --config=$(CONFIG) --workdir=$(WORKDIR) --num=64
 
-# The suite minus the long learning checks (marked slow); about 5 minutes on 2 cores.
+# The suite minus the long learning checks (marked slow); about 8 minutes on 2 cores from a cold compile cache.
 test: setup
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
