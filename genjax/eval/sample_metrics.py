@@ -8,7 +8,9 @@
   split and as many train images.
 * Toy vectors: `genjax.eval.toy_metrics.mode_statistics` (modes covered, high-quality
   fraction, mode KL) where the toy has Gaussian modes, the fraction of samples nearest
-  each mode, the energy distance to the test split, and on 1-D data for a family with
+  each mode, the energy distance to the test split (and, as its noise floor,
+  `energy_distance_target`: a fresh target sample of the same size against the same
+  test points, with its `target_high_quality_fraction`), and on 1-D data for a family with
   a discriminator (`family.logits`) the gap between D and `D* = p_data / (p_data + p_g)`.
 
 Usable by every family that defines `generate(params, model_state, key, num)`.
@@ -89,6 +91,12 @@ def toy_statistics(exp: Any, params: Any, model_state: Any, key: jax.Array, num:
       out.update(mode_statistics(x, spec.modes, spec.mode_std))
   test = _all(exp.splits["test"], 2000)["x"]
   out["energy_distance"] = energy_distance(x[:2000], test)
+  # The noise floor: a fresh target sample of the same size against the same test points.
+  target, _ = spec.sample(np.random.default_rng(1), min(num, 2000))
+  out["energy_distance_target"] = energy_distance(target, test)
+  if spec.modes is not None and spec.mode_std is not None:
+    out["target_high_quality_fraction"] = mode_statistics(target, spec.modes, spec.mode_std)[
+        "high_quality_fraction"]
   if spec.dim == 1 and spec.log_prob is not None and hasattr(family, "logits"):
     lo, hi = family.picture_range() if hasattr(family, "picture_range") else (-8.0, 8.0)
     d_fn = jax.jit(lambda g: jax.nn.sigmoid(family.logits(params["discriminator"], model_state, g)[0]))

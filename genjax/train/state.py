@@ -42,6 +42,11 @@ def create_train_state(params: Any, model_state: Any, tx: optax.GradientTransfor
       key=jax.random.key_data(run_key))
 
 
+def check_ema_decay(decay: float) -> None:
+  if not 0.0 <= decay < 1.0:
+    raise ValueError(f"train.ema_decay must be in [0, 1), got {decay}")
+
+
 def ema_decay_at(step: jax.Array, decay: float, warmup: bool) -> jax.Array:
   """The EMA decay used after update number `step` (0-based).
 

@@ -11,7 +11,7 @@ from jax.sharding import Mesh
 
 from genjax.models.base import Family
 from genjax.train import sharding
-from genjax.train.state import TrainState, ema_decay_at, ema_update
+from genjax.train.state import TrainState, check_ema_decay, ema_decay_at, ema_update
 
 
 def make_train_step(family: Family, tx: optax.GradientTransformation, ema_decay: float,
@@ -24,8 +24,7 @@ def make_train_step(family: Family, tx: optax.GradientTransformation, ema_decay:
   so the noise is the same on any number of devices and after a resume. The input
   state is donated.
   """
-  if not 0.0 <= ema_decay < 1.0:
-    raise ValueError(f"train.ema_decay must be in [0, 1), got {ema_decay}")
+  check_ema_decay(ema_decay)
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     key = state.step_key()

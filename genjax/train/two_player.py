@@ -46,7 +46,7 @@ from jax.sharding import Mesh
 
 from genjax.train import sharding
 from genjax.train.optim import make_optimizer
-from genjax.train.state import TrainState, ema_decay_at, ema_update
+from genjax.train.state import TrainState, check_ema_decay, ema_decay_at, ema_update
 
 
 class TwoPlayerOptimizer(NamedTuple):
@@ -84,8 +84,7 @@ def make_two_player_step(family: Any, tx: TwoPlayerOptimizer, ema_decay: float, 
                          batch_size: int, ema_warmup: bool = True) -> Callable[[TrainState, dict],
                                                                                tuple[TrainState, dict]]:
   """Returns `step(state, batch) -> (state, metrics)`: k D updates, then one G update, one program."""
-  if not 0.0 <= ema_decay < 1.0:
-    raise ValueError(f"train.ema_decay must be in [0, 1), got {ema_decay}")
+  check_ema_decay(ema_decay)
   k = int(family.d_steps)
   n = mesh.devices.size
   if batch_size % (k * n):
