@@ -1,1 +1,1 @@
-"""Step-throughput benchmark suite."""
+"""Source-tree aliases of `genjax.benchmarks`."""

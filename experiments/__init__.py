@@ -1,1 +1,1 @@
-"""Launch scripts: train, evaluate, sample (absl flags + ml-collections config files)."""
+"""Source-tree aliases of the launch scripts in `genjax.cli` (installed: the genjax-* console scripts)."""

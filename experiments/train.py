@@ -1,27 +1,6 @@
-"""Train a config; running it again on the same workdir resumes from the latest checkpoint.
+"""`python -m experiments.train` in the source tree: the same as `python -m genjax.cli.train`."""
 
-  python -m experiments.train --config=configs/vae.py --workdir=runs/vae [--config.train.num_steps=N]
-"""
-
-from __future__ import annotations
-
-import sys
-
-from experiments import common
-
-
-def main(argv):
-  del argv
-  workdir = common.require_workdir()
-  from genjax.train.loop import NonFiniteLossError, train_and_evaluate
-  try:
-    metrics = train_and_evaluate(common.CONFIG.value, workdir)
-  except NonFiniteLossError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(1)
-  if metrics:
-    print("final test metrics: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(metrics.items())))
-
+from genjax.cli.train import entry
 
 if __name__ == "__main__":
-  common.run(main)
+  entry()

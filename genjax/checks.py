@@ -43,8 +43,10 @@ def check_range(name: str, x: Any, low: float, high: float) -> None:
     return
   if np.issubdtype(a.dtype, np.floating) and np.isnan(a).any():
     first = tuple(int(i) for i in np.argwhere(np.isnan(a))[0])
-    raise ValueError(f"{name} must lie in [{low}, {high}], but holds {int(np.isnan(a).sum())} NaN value(s), "
-                     f"first at index {first}")
+    raise ValueError(
+      f"{name} must lie in [{low}, {high}], but holds {int(np.isnan(a).sum())} NaN value(s), "
+      f"first at index {first}"
+    )
   lo, hi = float(a.min()), float(a.max())
   if lo < low or hi > high:
     raise ValueError(f"{name} must lie in [{low}, {high}], got values in [{lo:.6g}, {hi:.6g}]")

@@ -76,17 +76,17 @@ class Schedule(NamedTuple):
 
   betas: jax.Array
   alphas: jax.Array
-  alphas_cumprod: jax.Array             # abar_t
-  alphas_cumprod_prev: jax.Array        # abar_{t-1}, 1 at t = 0
+  alphas_cumprod: jax.Array  # abar_t
+  alphas_cumprod_prev: jax.Array  # abar_{t-1}, 1 at t = 0
   sqrt_alphas_cumprod: jax.Array
   sqrt_one_minus_alphas_cumprod: jax.Array
   log_one_minus_alphas_cumprod: jax.Array
   sqrt_recip_alphas_cumprod: jax.Array  # 1 / sqrt(abar_t)
   sqrt_recipm1_alphas_cumprod: jax.Array  # sqrt(1 / abar_t - 1)
-  posterior_variance: jax.Array         # beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t)
+  posterior_variance: jax.Array  # beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t)
   posterior_log_variance_clipped: jax.Array  # log beta~_t, with beta~_1 at t = 0 (beta~_0 = 0)
-  posterior_mean_coef1: jax.Array       # multiplies x_0
-  posterior_mean_coef2: jax.Array       # multiplies x_t
+  posterior_mean_coef1: jax.Array  # multiplies x_0
+  posterior_mean_coef2: jax.Array  # multiplies x_t
 
   @property
   def num_timesteps(self) -> int:
@@ -106,13 +106,20 @@ def make_schedule(betas: np.ndarray, dtype=jnp.float32) -> Schedule:
   post_var = betas * (1.0 - abar_prev) / (1.0 - abar)
   post_logvar = np.log(np.append(post_var[1], post_var[1:])) if betas.size > 1 else np.log(betas)
   consts = {
-      "betas": betas, "alphas": alphas, "alphas_cumprod": abar, "alphas_cumprod_prev": abar_prev,
-      "sqrt_alphas_cumprod": np.sqrt(abar), "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - abar),
-      "log_one_minus_alphas_cumprod": np.log(1.0 - abar), "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / abar),
-      "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / abar - 1.0), "posterior_variance": post_var,
-      "posterior_log_variance_clipped": post_logvar,
-      "posterior_mean_coef1": betas * np.sqrt(abar_prev) / (1.0 - abar),
-      "posterior_mean_coef2": (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar)}
+    "betas": betas,
+    "alphas": alphas,
+    "alphas_cumprod": abar,
+    "alphas_cumprod_prev": abar_prev,
+    "sqrt_alphas_cumprod": np.sqrt(abar),
+    "sqrt_one_minus_alphas_cumprod": np.sqrt(1.0 - abar),
+    "log_one_minus_alphas_cumprod": np.log(1.0 - abar),
+    "sqrt_recip_alphas_cumprod": np.sqrt(1.0 / abar),
+    "sqrt_recipm1_alphas_cumprod": np.sqrt(1.0 / abar - 1.0),
+    "posterior_variance": post_var,
+    "posterior_log_variance_clipped": post_logvar,
+    "posterior_mean_coef1": betas * np.sqrt(abar_prev) / (1.0 - abar),
+    "posterior_mean_coef2": (1.0 - abar_prev) * np.sqrt(alphas) / (1.0 - abar),
+  }
   return Schedule(**{k: jnp.asarray(v, dtype) for k, v in consts.items()})
 
 
@@ -135,8 +142,11 @@ def _at(values: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
 
 def q_mean_variance(s: Schedule, x0: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Mean `[B, ...]`, variance and log-variance `[B, 1, ...]` of `q(x_t | x_0)`."""
-  return (_at(s.sqrt_alphas_cumprod, t, x0) * x0, _at(1.0 - s.alphas_cumprod, t, x0),
-          _at(s.log_one_minus_alphas_cumprod, t, x0))
+  return (
+    _at(s.sqrt_alphas_cumprod, t, x0) * x0,
+    _at(1.0 - s.alphas_cumprod, t, x0),
+    _at(s.log_one_minus_alphas_cumprod, t, x0),
+  )
 
 
 def q_sample_from_noise(s: Schedule, x0: jax.Array, t: jax.Array, noise: jax.Array) -> jax.Array:
@@ -150,8 +160,9 @@ def q_sample(s: Schedule, key: jax.Array, x0: jax.Array, t: jax.Array) -> tuple[
   return q_sample_from_noise(s, x0, t, noise), noise
 
 
-def q_posterior_mean_variance(s: Schedule, x0: jax.Array, xt: jax.Array,
-                              t: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def q_posterior_mean_variance(
+  s: Schedule, x0: jax.Array, xt: jax.Array, t: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Mean `[B, ...]`, variance and clipped log-variance `[B, 1, ...]` of `q(x_{t-1} | x_t, x_0)`."""
   mean = _at(s.posterior_mean_coef1, t, xt) * x0 + _at(s.posterior_mean_coef2, t, xt) * xt
   return mean, _at(s.posterior_variance, t, xt), _at(s.posterior_log_variance_clipped, t, xt)
@@ -180,8 +191,14 @@ def reverse_log_variance(s: Schedule, t: jax.Array, x: jax.Array, variance: str)
   raise ValueError(f"unknown reverse variance {variance!r}; expected one of {VARIANCES}")
 
 
-def p_mean_variance(s: Schedule, xt: jax.Array, t: jax.Array, eps: jax.Array, variance: str = "fixed_small",
-                    clip_denoised: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+def p_mean_variance(
+  s: Schedule,
+  xt: jax.Array,
+  t: jax.Array,
+  eps: jax.Array,
+  variance: str = "fixed_small",
+  clip_denoised: bool = False,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Mean `[B, ...]`, log-variance `[B, 1, ...]` and `x0_hat` `[B, ...]` of `p(x_{t-1} | x_t)`.
 
   The mean is the posterior mean at `x0_hat` from the epsilon prediction `eps`;
@@ -219,9 +236,16 @@ def discretized_decoder_nll(x0: jax.Array, mean: jax.Array, logvar: jax.Array) -
   return -losses.discretized_gaussian_log_likelihood((x0 + 1.0) / 2.0, (mean + 1.0) / 2.0, logvar)
 
 
-def vlb_term(s: Schedule, x0: jax.Array, xt: jax.Array, t: jax.Array, eps: jax.Array,
-             variance: str = "fixed_small", clip_denoised: bool = False,
-             decoder_nll: Callable | None = None) -> jax.Array:
+def vlb_term(
+  s: Schedule,
+  x0: jax.Array,
+  xt: jax.Array,
+  t: jax.Array,
+  eps: jax.Array,
+  variance: str = "fixed_small",
+  clip_denoised: bool = False,
+  decoder_nll: Callable | None = None,
+) -> jax.Array:
   """The bound's term at index `t` in nats, `[B]`: `L_0` (decoder NLL) where `t == 0`, else `L_{t-1}`.
 
   `L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))` summed over dimensions.
@@ -236,8 +260,15 @@ def vlb_term(s: Schedule, x0: jax.Array, xt: jax.Array, t: jax.Array, eps: jax.A
   return jnp.where(t == 0, decoder_nll(x0, mean, logvar), kl)
 
 
-def single_t_bound(s: Schedule, eps_fn: EpsFn, key: jax.Array, x0: jax.Array, variance: str = "fixed_small",
-                   clip_denoised: bool = False, decoder_nll: Callable | None = None) -> jax.Array:
+def single_t_bound(
+  s: Schedule,
+  eps_fn: EpsFn,
+  key: jax.Array,
+  x0: jax.Array,
+  variance: str = "fixed_small",
+  clip_denoised: bool = False,
+  decoder_nll: Callable | None = None,
+) -> jax.Array:
   """An unbiased one-network-call estimate of the bound, `[B]` nats: `L_T + T * L_t`, `t ~ U{0..T-1}`."""
   k_t, k_x = jax.random.split(key)
   t = jax.random.randint(k_t, (x0.shape[0],), 0, s.num_timesteps)
@@ -246,8 +277,15 @@ def single_t_bound(s: Schedule, eps_fn: EpsFn, key: jax.Array, x0: jax.Array, va
   return prior_kl(s, x0) + s.num_timesteps * term
 
 
-def full_bound(s: Schedule, eps_fn: EpsFn, key: jax.Array, x0: jax.Array, variance: str = "fixed_small",
-               clip_denoised: bool = False, decoder_nll: Callable | None = None) -> dict[str, jax.Array]:
+def full_bound(
+  s: Schedule,
+  eps_fn: EpsFn,
+  key: jax.Array,
+  x0: jax.Array,
+  variance: str = "fixed_small",
+  clip_denoised: bool = False,
+  decoder_nll: Callable | None = None,
+) -> dict[str, jax.Array]:
   """The bound with every term, `T` network calls per example (one `lax.scan`).
 
   Returns nats per example, `[B]` each: `prior` (L_T), `decoder` (L_0), `kl` (the sum of
@@ -262,7 +300,7 @@ def full_bound(s: Schedule, eps_fn: EpsFn, key: jax.Array, x0: jax.Array, varian
     return None, vlb_term(s, x0, xt, tt, eps_fn(xt, tt), variance, clip_denoised, decoder_nll)
 
   _, terms = jax.lax.scan(body, None, jnp.arange(s.num_timesteps))
-  terms = terms.T                                            # [B, T]
+  terms = terms.T  # [B, T]
   prior = prior_kl(s, x0)
   decoder, kl = terms[:, 0], jnp.sum(terms[:, 1:], axis=1)
   return {"prior": prior, "decoder": decoder, "kl": kl, "total": prior + decoder + kl, "terms": terms}
@@ -271,8 +309,15 @@ def full_bound(s: Schedule, eps_fn: EpsFn, key: jax.Array, x0: jax.Array, varian
 # --------------------------------------------------------------------------- sampling
 
 
-def ancestral_step(s: Schedule, eps_fn: EpsFn, key: jax.Array, x: jax.Array, t: jax.Array,
-                   variance: str = "fixed_small", clip_denoised: bool = True) -> jax.Array:
+def ancestral_step(
+  s: Schedule,
+  eps_fn: EpsFn,
+  key: jax.Array,
+  x: jax.Array,
+  t: jax.Array,
+  variance: str = "fixed_small",
+  clip_denoised: bool = True,
+) -> jax.Array:
   """One reverse step `x_t -> x_{t-1}` at the scalar index `t` (no noise added at t = 0)."""
   tt = jnp.full((x.shape[0],), t, jnp.int32)
   mean, logvar, _ = p_mean_variance(s, x, tt, eps_fn(x, tt), variance, clip_denoised)
@@ -280,9 +325,15 @@ def ancestral_step(s: Schedule, eps_fn: EpsFn, key: jax.Array, x: jax.Array, t: 
   return mean + jnp.where(t > 0, jnp.exp(0.5 * logvar), 0.0) * noise
 
 
-def ancestral_sample(s: Schedule, eps_fn: EpsFn, key: jax.Array, shape: tuple[int, ...],
-                     variance: str = "fixed_small", clip_denoised: bool = True,
-                     trajectory_every: int = 0) -> jax.Array | tuple[jax.Array, jax.Array]:
+def ancestral_sample(
+  s: Schedule,
+  eps_fn: EpsFn,
+  key: jax.Array,
+  shape: tuple[int, ...],
+  variance: str = "fixed_small",
+  clip_denoised: bool = True,
+  trajectory_every: int = 0,
+) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Samples `x_0` `float32[shape]` by running all T reverse steps in one compiled loop.
 
   `x_T ~ N(0, I)` from `fold_in(key, T)`; step `t` uses `fold_in(key, t)`. With
@@ -317,8 +368,15 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
   return np.round(np.linspace(0, num_timesteps - 1, num_steps)).astype(np.int32)
 
 
-def ddim_sample(s: Schedule, eps_fn: EpsFn, key: jax.Array, shape: tuple[int, ...], num_steps: int = 50,
-                eta: float = 0.0, clip_denoised: bool = True) -> jax.Array:
+def ddim_sample(
+  s: Schedule,
+  eps_fn: EpsFn,
+  key: jax.Array,
+  shape: tuple[int, ...],
+  num_steps: int = 50,
+  eta: float = 0.0,
+  clip_denoised: bool = True,
+) -> jax.Array:
   """DDIM (Song et al. 2021) over `num_steps` of the T indices, one compiled `lax.scan`.
 
   From `x_t` to `x_s` (s the previous visited index; `abar = 1` after the last):
@@ -345,8 +403,7 @@ def ddim_sample(s: Schedule, eps_fn: EpsFn, key: jax.Array, shape: tuple[int, ..
       eps = predict_eps_from_x0(s, x, tt, x0)
     sigma = eta * jnp.sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev))
     noise = jax.random.normal(jax.random.fold_in(key, t), shape, jnp.float32)
-    x = (jnp.sqrt(abar_prev) * x0 + jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0)) * eps
-         + sigma * noise)
+    x = jnp.sqrt(abar_prev) * x0 + jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0)) * eps + sigma * noise
     return x, None
 
   x, _ = jax.lax.scan(body, x, (jnp.asarray(seq[::-1]), jnp.asarray(prev[::-1])))
@@ -365,8 +422,17 @@ def slerp(z0: jax.Array, z1: jax.Array, lam: jax.Array) -> jax.Array:
   return w0 * z0 + w1 * z1
 
 
-def interpolate(s: Schedule, eps_fn: EpsFn, key: jax.Array, x0_a: jax.Array, x0_b: jax.Array, t: int,
-                lambdas: jax.Array, variance: str = "fixed_small", clip_denoised: bool = True) -> jax.Array:
+def interpolate(
+  s: Schedule,
+  eps_fn: EpsFn,
+  key: jax.Array,
+  x0_a: jax.Array,
+  x0_b: jax.Array,
+  t: int,
+  lambdas: jax.Array,
+  variance: str = "fixed_small",
+  clip_denoised: bool = True,
+) -> jax.Array:
   """Interpolation through `x_t` (Ho et al. 2020, Sec. 4.3): `[L, ...]` decoded images.
 
   Both images `[...]` are diffused to index `t` with one shared noise draw for the

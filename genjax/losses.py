@@ -35,8 +35,9 @@ def _sum_event(x: jax.Array, event_ndims: int | None) -> jax.Array:
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> jax.Array:
   """Elementwise KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)); broadcasts its inputs."""
-  return 0.5 * (logvar2 - logvar1 + jnp.exp(logvar1 - logvar2)
-                + jnp.square(mean1 - mean2) * jnp.exp(-logvar2) - 1.0)
+  return 0.5 * (
+    logvar2 - logvar1 + jnp.exp(logvar1 - logvar2) + jnp.square(mean1 - mean2) * jnp.exp(-logvar2) - 1.0
+  )
 
 
 def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
@@ -52,8 +53,9 @@ def gaussian_kl(mean: jax.Array, logvar: jax.Array) -> jax.Array:
   return 0.5 * jnp.sum(jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar, axis=-1)
 
 
-def reparameterize(key: jax.Array, mean: jax.Array, logvar: jax.Array,
-                   num_samples: int | None = None) -> jax.Array:
+def reparameterize(
+  key: jax.Array, mean: jax.Array, logvar: jax.Array, num_samples: int | None = None
+) -> jax.Array:
   """Reparameterized draw z = mean + exp(logvar / 2) * eps, eps ~ N(0, I).
 
   Gradients flow to `mean` and `logvar` through the sample.
@@ -76,8 +78,7 @@ def gaussian_log_prob(x, mean, logvar) -> jax.Array:
   return -0.5 * (LOG_2PI + logvar + jnp.square(x - mean) * jnp.exp(-logvar))
 
 
-def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, logvar,
-                            event_ndims: int | None = None) -> jax.Array:
+def gaussian_log_likelihood(x: jax.Array, mean: jax.Array, logvar, event_ndims: int | None = None) -> jax.Array:
   """Diagonal-Gaussian log-likelihood of `x`, summed over the event axes.
 
   Args:
@@ -104,8 +105,9 @@ def _log_ndtr_diff(hi: jax.Array, lo: jax.Array) -> jax.Array:
   return la + jnp.log1p(-jnp.exp(jnp.minimum(lb - la, -1e-12)))
 
 
-def discretized_gaussian_log_likelihood(x: jax.Array, mean: jax.Array, logvar: jax.Array,
-                                        num_bins: int = 256, event_ndims: int | None = None) -> jax.Array:
+def discretized_gaussian_log_likelihood(
+  x: jax.Array, mean: jax.Array, logvar: jax.Array, num_bins: int = 256, event_ndims: int | None = None
+) -> jax.Array:
   """Exact log-probability of discrete data under a Gaussian integrated over each bin.
 
   `x` holds bin centres `k / (num_bins - 1)` in [0, 1] (8-bit data divided by 255).
@@ -126,17 +128,18 @@ def discretized_gaussian_log_likelihood(x: jax.Array, mean: jax.Array, logvar: j
   hi = (x + half - mean) * inv_std
   lo = (x - half - mean) * inv_std
   first, last = x < half, x > 1.0 - half
-  log_p = jnp.where(first, jax.scipy.special.log_ndtr(hi),
-                    jnp.where(last, jax.scipy.special.log_ndtr(-lo),
-                              _log_ndtr_diff(hi, jnp.where(first | last, hi - 1.0, lo))))
+  log_p = jnp.where(
+    first,
+    jax.scipy.special.log_ndtr(hi),
+    jnp.where(last, jax.scipy.special.log_ndtr(-lo), _log_ndtr_diff(hi, jnp.where(first | last, hi - 1.0, lo))),
+  )
   return _sum_event(log_p, event_ndims)
 
 
 # --------------------------------------------------------------------------- Bernoulli
 
 
-def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array,
-                             event_ndims: int | None = None) -> jax.Array:
+def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array, event_ndims: int | None = None) -> jax.Array:
   """Bernoulli log-likelihood of targets `x` in [0, 1] under `logits`, summed over events.
 
   Written on logits, x * l - softplus(l), so it is exact and stable for any logit.
@@ -156,8 +159,7 @@ def bernoulli_log_likelihood(x: jax.Array, logits: jax.Array,
 # --------------------------------------------------------------------------- categorical
 
 
-def categorical_log_likelihood(targets: jax.Array, logits: jax.Array,
-                               event_ndims: int | None = None) -> jax.Array:
+def categorical_log_likelihood(targets: jax.Array, logits: jax.Array, event_ndims: int | None = None) -> jax.Array:
   """Log-probability of integer `targets` under per-value `logits`, summed over events.
 
   The 256-way softmax of PixelCNN for 8-bit data: `targets` `int[B, ...]` in
@@ -165,8 +167,9 @@ def categorical_log_likelihood(targets: jax.Array, logits: jax.Array,
   bits/dim need no dequantization correction.
   """
   if logits.shape[:-1] != targets.shape:
-    raise ValueError(f"logits {tuple(logits.shape)} must be targets {tuple(targets.shape)} plus a trailing "
-                     f"axis of K values")
+    raise ValueError(
+      f"logits {tuple(logits.shape)} must be targets {tuple(targets.shape)} plus a trailing axis of K values"
+    )
   checks.check_range("categorical targets", targets, 0, logits.shape[-1] - 1)
   log_p = jax.nn.log_softmax(logits, axis=-1)
   picked = jnp.take_along_axis(log_p, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]

@@ -15,6 +15,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("GENJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "genjax-test-jax-cache")))
+jax.config.update(
+  "jax_compilation_cache_dir",
+  os.environ.get("GENJAX_TEST_JAX_CACHE", os.path.join(tempfile.gettempdir(), "genjax-test-jax-cache")),
+)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -22,11 +22,10 @@ import scipy.stats
 from sklearn.decomposition import PCA
 
 import genjax.data
-from configs import vae
 from genjax import losses
+from genjax.configs import vae
 from genjax.data import preprocess
-from genjax.eval import latent
-from genjax.eval import pca
+from genjax.eval import latent, pca
 from genjax.models.autoencoder import AutoencoderFamily, corrupt
 
 B = 16
@@ -55,7 +54,7 @@ def batch(data):
   # 16 training examples: one of every class, then six more.
   label = splits["train"].arrays["label"]
   first = [int(np.flatnonzero(label == c)[0]) for c in range(10)]
-  rest = [i for i in range(len(label)) if i not in first][:B - 10]
+  rest = [i for i in range(len(label)) if i not in first][: B - 10]
   out = splits["train"][np.array(first + rest)]
   assert set(out["label"].tolist()) == set(range(10))
   return out
@@ -99,13 +98,16 @@ def _np_kl(mean, logvar):
 # --------------------------------------------------------------------------- init + loss
 
 
-@pytest.mark.parametrize("kind,arch,likelihood", [
+@pytest.mark.parametrize(
+  "kind,arch,likelihood",
+  [
     ("ae", "mlp", "bernoulli"),
     ("dae", "conv", "bernoulli"),
     ("vae", "mlp", "gaussian"),
     ("vae", "conv", "bernoulli"),
     ("cvae", "mlp", "bernoulli"),
-])
+  ],
+)
 def test_init_loss_and_grad(built, batch, kind, arch, likelihood):
   family, params = built(kind=kind, arch=arch, likelihood=likelihood)
   variational = kind in ("vae", "cvae")
@@ -125,7 +127,8 @@ def test_init_loss_and_grad(built, batch, kind, arch, likelihood):
   chex.assert_type(out, jnp.float32)
 
   (loss, (metrics, state)), grads = jax.jit(jax.value_and_grad(family.loss, has_aux=True))(
-      params, {}, batch, _key(1))
+    params, {}, batch, _key(1)
+  )
   chex.assert_shape(loss, ())
   chex.assert_tree_all_finite(loss)
   assert state == {}
@@ -226,8 +229,9 @@ def test_evaluate_bernoulli_vae_and_iwae(built, batch):
   log_pz = scipy.stats.norm.logpdf(z).sum(-1)
   log_qz = scipy.stats.norm.logpdf(z, np.asarray(mean, np.float64), std).sum(-1)
   log_w = ll + log_pz - log_qz  # [K, B]
-  np.testing.assert_allclose(np.asarray(out["iwae"]), scipy.special.logsumexp(log_w, 0) - math.log(k),
-                             rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(out["iwae"]), scipy.special.logsumexp(log_w, 0) - math.log(k), rtol=1e-5, atol=1e-4
+  )
   # Jensen on the same samples: the IWAE bound is at least their average ELBO estimate.
   assert np.all(np.asarray(out["iwae"]) >= log_w.mean(0) - 1e-4)
   # ... and on average over the batch it is above the single-sample ELBO of evaluate.
@@ -237,7 +241,8 @@ def test_evaluate_bernoulli_vae_and_iwae(built, batch):
   iw1 = family.iwae(params, x, None, mean, logvar, k_iwae, 1)
   chex.assert_shape(iw1, (B,))
   z1 = np.asarray(mean, np.float64) + std * np.asarray(
-      jax.random.normal(jax.random.split(k_iwae, 1)[0], mean.shape), np.float64)
+    jax.random.normal(jax.random.split(k_iwae, 1)[0], mean.shape), np.float64
+  )
   ll1 = _np_bernoulli_ll(x, family.decode(params, jnp.asarray(z1, jnp.float32)))
   lw1 = ll1 + scipy.stats.norm.logpdf(z1).sum(-1) - scipy.stats.norm.logpdf(z1, np.asarray(mean), std).sum(-1)
   np.testing.assert_allclose(np.asarray(iw1), lw1, rtol=1e-5, atol=1e-4)
@@ -336,8 +341,9 @@ def test_dae_corruption_depends_on_key_and_ae_does_not(built, batch):
   ae, ae_params = built(kind="ae", binarization="threshold")
   dae, _ = built(kind="dae", binarization="threshold", corruption="masking")
   ka, kb = _key(20), _key(21)
-  np.testing.assert_array_equal(np.asarray(ae.loss(ae_params, {}, batch, ka)[0]),
-                                np.asarray(ae.loss(ae_params, {}, batch, kb)[0]))
+  np.testing.assert_array_equal(
+    np.asarray(ae.loss(ae_params, {}, batch, ka)[0]), np.asarray(ae.loss(ae_params, {}, batch, kb)[0])
+  )
   r_ae = ae.reconstruct(ae_params, batch, ka)
   chex.assert_shape(r_ae, (B, 8, 8, 1))
   chex.assert_type(r_ae, jnp.uint8)
@@ -346,8 +352,9 @@ def test_dae_corruption_depends_on_key_and_ae_does_not(built, batch):
   la, lb = float(dae.loss(ae_params, {}, batch, ka)[0]), float(dae.loss(ae_params, {}, batch, kb)[0])
   assert la != lb
   assert float(dae.loss(ae_params, {}, batch, ka)[0]) == la  # same key, same corruption
-  assert not np.array_equal(np.asarray(dae.reconstruct(ae_params, batch, ka)),
-                            np.asarray(dae.reconstruct(ae_params, batch, kb)))
+  assert not np.array_equal(
+    np.asarray(dae.reconstruct(ae_params, batch, ka)), np.asarray(dae.reconstruct(ae_params, batch, kb))
+  )
   # The dae reconstruction target is the clean input: its loss equals the ae loss on the
   # corrupted input scored against the clean one.
   _, k_noise, _ = jax.random.split(ka, 3)
@@ -375,8 +382,9 @@ def test_cvae_label_changes_outputs(built, batch):
   chex.assert_type((s0, s7), jnp.uint8)
   assert not np.array_equal(np.asarray(s0), np.asarray(s7))
   # Default labels cycle through the classes.
-  np.testing.assert_array_equal(np.asarray(family.sample(params, key, B)),
-                                np.asarray(family.sample(params, key, B, labels=jnp.arange(B) % 10)))
+  np.testing.assert_array_equal(
+    np.asarray(family.sample(params, key, B)), np.asarray(family.sample(params, key, B, labels=jnp.arange(B) % 10))
+  )
   # The encoder is conditional too.
   x = preprocess.binarize_threshold(batch["image"])
   m0, _ = family.encode(params, x, jax.nn.one_hot(jnp.zeros(B, jnp.int32), 10))
@@ -395,8 +403,9 @@ def test_vae_sample_is_decoder_mean_of_prior_draw(built, batch):
   assert np.max(np.abs(np.asarray(s, np.int64) - expected)) <= 1
   assert not np.array_equal(np.asarray(s), np.asarray(family.sample(params, key, B, temperature=1.0)))
   # sample_grid of a VAE is prior samples.
-  np.testing.assert_array_equal(np.asarray(family.sample_grid(params, {}, key, batch, B)),
-                                np.asarray(family.sample(params, key, B)))
+  np.testing.assert_array_equal(
+    np.asarray(family.sample_grid(params, {}, key, batch, B)), np.asarray(family.sample(params, key, B))
+  )
   ae, ae_params = built(kind="ae", binarization="threshold")
   with pytest.raises(ValueError, match="no prior"):
     ae.sample(ae_params, key, 4)
@@ -422,10 +431,16 @@ def test_sample_grid_autoencoder_interleaves_inputs_and_reconstructions(built, b
 # --------------------------------------------------------------------------- config errors
 
 
-@pytest.mark.parametrize("field,value", [
-    ("kind", "gan"), ("arch", "resnet"), ("likelihood", "poisson"),
-    ("binarization", "otsu"), ("corruption", "salt"),
-])
+@pytest.mark.parametrize(
+  "field,value",
+  [
+    ("kind", "gan"),
+    ("arch", "resnet"),
+    ("likelihood", "poisson"),
+    ("binarization", "otsu"),
+    ("corruption", "salt"),
+  ],
+)
 def test_unknown_config_choice_raises(data, field, value):
   info, _ = data
   with pytest.raises(ValueError, match=re.escape(f"model.{field}={value!r}")):
@@ -486,7 +501,7 @@ def test_pca_matches_sklearn_and_error_decreases_with_k():
     np.testing.assert_allclose(err, np.mean((ref_recon - test) ** 2), rtol=1e-6, atol=1e-20)
     errors.append(err)
   # Nested subspaces: the held-out error never increases with K.
-  assert all(a >= b - 1e-12 for a, b in zip(errors, errors[1:])), errors
+  assert all(a >= b - 1e-12 for a, b in zip(errors, errors[1:], strict=False)), errors
   # Rank-3 data plus small noise: 3 components explain almost everything.
   assert errors[2] < 0.01 * errors[0], errors
   assert errors[7] < 1e-20  # K = D reconstructs any point
@@ -580,6 +595,7 @@ def test_encode_split_and_decode_images(built, data):
 
 def test_argument_errors_name_the_bad_value():
   from genjax import checks
+
   with pytest.raises(ValueError, match=r"holds 1 NaN value\(s\), first at index \(0, 0\)"):
     checks.check_range("x", np.array([[np.nan, 0.5]]), 0.0, 1.0)
   with pytest.raises(ValueError, match="at least one sample"):
@@ -601,6 +617,7 @@ def test_argument_errors_name_the_bad_value():
 def test_figures_every_kind(built, data, kind, tmp_path):
   from genjax.eval import figures
   from genjax.eval.latent import encode_split, save_latent_map
+
   family, params = built(kind=kind)
   test = data[1]["test"]
   key = _key(5)

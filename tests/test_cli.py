@@ -40,15 +40,21 @@ def test_train_resume_evaluate_sample(tmp_path):
   p = run_module("experiments.sample", *cfg, "--num=16", f"--out={out}")
   assert p.returncode == 0, p.stderr[-3000:]
   from PIL import Image
+
   assert Image.open(out).size[0] > 8 * 4  # a 4x4 grid of (upscaled) 8x8 digits
 
 
 def test_train_uses_every_forced_host_device(tmp_path):
   """The default num_devices=0 takes all 4 forced CPU devices and trains through the all-reduce."""
   workdir = str(tmp_path / "four")
-  p = run_module("experiments.train", "--config=configs/vae.py:tiny", f"--workdir={workdir}",
-                 "--config.train.num_steps=40", "--config.train.checkpoint_every=40",
-                 env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  p = run_module(
+    "experiments.train",
+    "--config=configs/vae.py:tiny",
+    f"--workdir={workdir}",
+    "--config.train.num_steps=40",
+    "--config.train.checkpoint_every=40",
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+  )
   assert p.returncode == 0, p.stderr[-3000:]
   assert "on 4 cpu device(s)" in p.stderr
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -57,16 +63,18 @@ def test_train_uses_every_forced_host_device(tmp_path):
 
 
 def test_unknown_config_key_fails_clearly(tmp_path):
-  p = run_module("experiments.train", "--config=configs/vae.py:tiny", f"--workdir={tmp_path}",
-                 "--config.train.num_stepz=5")
+  p = run_module(
+    "experiments.train", "--config=configs/vae.py:tiny", f"--workdir={tmp_path}", "--config.train.num_stepz=5"
+  )
   assert p.returncode == 2
   assert "unknown config key" in p.stderr and "num_steps" in p.stderr
   assert "Traceback" not in p.stderr
 
 
 def test_bad_override_value_and_missing_checkpoint_fail_clearly(tmp_path):
-  p = run_module("experiments.train", "--config=configs/vae.py:tiny", f"--workdir={tmp_path}",
-                 "--config.train.num_steps=many")
+  p = run_module(
+    "experiments.train", "--config=configs/vae.py:tiny", f"--workdir={tmp_path}", "--config.train.num_steps=many"
+  )
   assert p.returncode == 2 and "num_steps" in p.stderr and "Traceback" not in p.stderr
   p = run_module("experiments.evaluate", "--config=configs/vae.py:tiny", f"--workdir={tmp_path}/empty")
   assert p.returncode == 1 and "no checkpoint" in p.stderr
@@ -80,10 +88,18 @@ def test_presets_compose_and_unknown_preset_fails():
 
 
 def test_step_throughput_benchmark_reports_its_fields():
-  from benchmarks.step_throughput import measure
+  from genjax.benchmarks.step_throughput import measure
+
   record = measure(tiny_config(), batch_size=32, steps=3, repeats=2, warmup=1)
-  for key in ["steps_per_sec", "examples_per_sec", "compile_seconds", "device_kind", "device_count",
-              "batch_size", "param_count"]:
+  for key in [
+    "steps_per_sec",
+    "examples_per_sec",
+    "compile_seconds",
+    "device_kind",
+    "device_count",
+    "batch_size",
+    "param_count",
+  ]:
     assert key in record, key
   assert record["batch_size"] == 32 and record["param_count"] > 1000 and record["steps_per_sec"] > 0
 
@@ -105,8 +121,12 @@ def test_pixelcnn_train_evaluate_sample_completion(tmp_path):
 
 
 def test_missing_tfds_dataset_says_how_to_get_it(tmp_path):
-  p = run_module("experiments.train", "--config=configs/pixelcnn.py:cifar10", f"--workdir={tmp_path}/run",
-                 f"--config.data.data_dir={tmp_path}/empty_tfds")
+  p = run_module(
+    "experiments.train",
+    "--config=configs/pixelcnn.py:cifar10",
+    f"--workdir={tmp_path}/run",
+    f"--config.data.data_dir={tmp_path}/empty_tfds",
+  )
   assert p.returncode == 1
   assert "tfds build cifar10 --file_format=array_record" in p.stderr
   assert "Traceback" not in p.stderr

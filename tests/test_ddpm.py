@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import genjax.data
-from configs import ddpm as ddpm_config
 from genjax import diffusion, losses
+from genjax.configs import ddpm as ddpm_config
 from genjax.models.ddpm import DDPMFamily
 from genjax.nn.unet import TimeMLP, UNet, timestep_embedding
 from genjax.train.state import param_count
@@ -26,13 +26,16 @@ def _shape_of(net, shape):
   return jax.eval_shape(net.apply, params, x, t).shape, params
 
 
-@pytest.mark.parametrize("shape, ch_mult, pad_to, run_at", [
-    ((2, 28, 28, 1), (1, 2, 2, 2), 32, (32, 32)),   # MNIST, padded to 32 inside the network
-    ((2, 28, 28, 1), (1, 2, 2), 0, (28, 28)),       # 3 levels divide 28: no padding needed
+@pytest.mark.parametrize(
+  "shape, ch_mult, pad_to, run_at",
+  [
+    ((2, 28, 28, 1), (1, 2, 2, 2), 32, (32, 32)),  # MNIST, padded to 32 inside the network
+    ((2, 28, 28, 1), (1, 2, 2), 0, (28, 28)),  # 3 levels divide 28: no padding needed
     ((2, 32, 32, 3), (1, 2, 2, 2), 0, (32, 32)),
     ((2, 64, 64, 3), (1, 2, 2, 2, 4), 0, (64, 64)),
     ((2, 8, 8, 1), (1, 2), 0, (8, 8)),
-])
+  ],
+)
 def test_unet_output_shape_for_every_supported_input(shape, ch_mult, pad_to, run_at):
   net = UNet(ch=8, ch_mult=ch_mult, num_res_blocks=1, attn_resolutions=(8,), norm_groups=4, pad_to=pad_to)
   assert net.padding(*shape[1:3]) == run_at
@@ -42,8 +45,14 @@ def test_unet_output_shape_for_every_supported_input(shape, ch_mult, pad_to, run
 
 def test_paper_cifar10_unet_has_35_7m_parameters():
   cfg = ddpm_config.get_config("cifar10").model
-  net = UNet(ch=cfg.ch, ch_mult=cfg.ch_mult, num_res_blocks=cfg.num_res_blocks,
-             attn_resolutions=cfg.attn_resolutions, dropout=cfg.dropout, norm_groups=cfg.norm_groups)
+  net = UNet(
+    ch=cfg.ch,
+    ch_mult=cfg.ch_mult,
+    num_res_blocks=cfg.num_res_blocks,
+    attn_resolutions=cfg.attn_resolutions,
+    dropout=cfg.dropout,
+    norm_groups=cfg.norm_groups,
+  )
   out_shape, params = _shape_of(net, (1, 32, 32, 3))
   assert out_shape == (1, 32, 32, 3)
   assert param_count(params) == 35_746_307  # Ho et al.'s released CIFAR-10 model: 35.7M
@@ -57,7 +66,9 @@ def test_unet_batch_elements_are_independent_and_padding_is_cropped():
   # Zero-initialized output convs would give exactly 0 everywhere; perturb every weight.
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(2), len(leaves))
-  params = jax.tree.unflatten(tree, [p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  params = jax.tree.unflatten(
+    tree, [p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+  )
   apply = jax.jit(lambda x, t: net.apply(params, x, t))
   out = apply(x, t)
   assert net.padding(10, 10) == (10, 10) and out.shape == x.shape
@@ -88,14 +99,22 @@ def test_family_bound_is_the_sum_of_its_terms_in_bits_per_dim():
   full = jax.jit(lambda p, k: family.evaluate(p, {}, batch, k, full_bound=True))(params, jax.random.key(1))
   parts = sum(np.asarray(full[k]) for k in ("prior_bits_per_dim", "kl_bits_per_dim", "decoder_bits_per_dim"))
   np.testing.assert_allclose(np.asarray(full["bits_per_dim"]), parts, rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(full["bits_per_dim"]),
-                             np.asarray(full["nll_bound"]) / (64 * np.log(2.0)), rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(full["bits_per_dim"]), np.asarray(full["nll_bound"]) / (64 * np.log(2.0)), rtol=1e-6
+  )
   # The same numbers straight from genjax.diffusion on the [-1, 1] images.
   x0 = jnp.asarray(batch["image"], jnp.float32) / 127.5 - 1.0
-  direct = diffusion.full_bound(family.schedule, family.eps_fn(params), jax.random.split(jax.random.key(1))[1],
-                                x0, "fixed_small", clip_denoised=True)
-  np.testing.assert_allclose(np.asarray(full["bits_per_dim"]),
-                             np.asarray(losses.bits_per_dim(direct["total"], 64)), rtol=1e-5)
+  direct = diffusion.full_bound(
+    family.schedule,
+    family.eps_fn(params),
+    jax.random.split(jax.random.key(1))[1],
+    x0,
+    "fixed_small",
+    clip_denoised=True,
+  )
+  np.testing.assert_allclose(
+    np.asarray(full["bits_per_dim"]), np.asarray(losses.bits_per_dim(direct["total"], 64)), rtol=1e-5
+  )
   # An untrained network predicts eps = 0 (zero-initialized output): bound well above 8 bits/dim.
   assert np.all(np.asarray(full["bits_per_dim"]) > 8.0)
   cheap = family.evaluate(params, {}, batch, jax.random.key(1))
@@ -134,9 +153,15 @@ def test_toy_family_draws_vectors_and_a_scatter_picture():
 def test_tiny_preset_trains_evaluates_and_samples_from_the_command_line(tmp_path):
   workdir = str(tmp_path / "run")
   cfg = "--config=configs/ddpm.py:tiny"
-  p = run_module("experiments.train", cfg, f"--workdir={workdir}", "--config.train.num_steps=4",
-                 "--config.train.eval_every=4", "--config.train.checkpoint_every=4",
-                 "--config.train.sample_every=4")
+  p = run_module(
+    "experiments.train",
+    cfg,
+    f"--workdir={workdir}",
+    "--config.train.num_steps=4",
+    "--config.train.eval_every=4",
+    "--config.train.checkpoint_every=4",
+    "--config.train.sample_every=4",
+  )
   assert p.returncode == 0, p.stderr[-3000:]
   assert os.path.exists(os.path.join(workdir, "samples", "step_0000004.png"))
   p = run_module("experiments.evaluate", cfg, f"--workdir={workdir}", "--config.eval.bound_examples=20")
@@ -146,14 +171,24 @@ def test_tiny_preset_trains_evaluates_and_samples_from_the_command_line(tmp_path
   parts = result["prior_bits_per_dim"] + result["kl_bits_per_dim"] + result["decoder_bits_per_dim"]
   assert result["bits_per_dim"] == pytest.approx(parts, rel=1e-5)
   out = str(tmp_path / "samples.png")
-  p = run_module("experiments.sample", cfg, f"--workdir={workdir}", "--kind=samples", "--num=10",
-                 f"--out={out}", "--sampler=ddim", "--ddim_steps=3", "--eta=1.0")
+  p = run_module(
+    "experiments.sample",
+    cfg,
+    f"--workdir={workdir}",
+    "--kind=samples",
+    "--num=10",
+    f"--out={out}",
+    "--sampler=ddim",
+    "--ddim_steps=3",
+    "--eta=1.0",
+  )
   assert p.returncode == 0, p.stderr[-3000:]
   assert os.path.exists(out)
 
 
 def test_trajectory_and_interpolation_figures():
   from genjax.eval.diffusion_figures import ddpm_figure
+
   family, splits, _ = _family()
   test = splits["test"]
   params, _ = family.init(jax.random.key(0), test[np.arange(2)])
@@ -161,7 +196,7 @@ def test_trajectory_and_interpolation_figures():
   assert images.shape == (4, 8, 8, 1) and ncol == 2 and images.dtype == np.uint8
   images, ncol = ddpm_figure(family, params, test, "interpolation", 10, jax.random.key(1), interp_t=5)
   assert images.shape == (10, 8, 8, 1) and ncol == 10
-  np.testing.assert_array_equal(images[0], test[np.arange(1)]["image"][0])   # the endpoints are the images
+  np.testing.assert_array_equal(images[0], test[np.arange(1)]["image"][0])  # the endpoints are the images
   np.testing.assert_array_equal(images[-1], test[np.arange(2)]["image"][1])
   with pytest.raises(ValueError, match="interpolation step"):
     ddpm_figure(family, params, test, "interpolation", 10, jax.random.key(1), interp_t=10)

@@ -24,7 +24,7 @@ def test_linear_schedule_is_ho_et_al_and_constants_match_closed_forms():
   np.testing.assert_allclose(c["betas"][[0, -1]], [1e-4, 0.02], rtol=1e-6)
   np.testing.assert_allclose(np.diff(c["betas"]), (0.02 - 1e-4) / 999, rtol=1e-3)
   betas = np.linspace(1e-4, 0.02, 1000)
-  abar = np.array([np.prod(1 - betas[:t + 1]) for t in range(1000)])  # brute-force products
+  abar = np.array([np.prod(1 - betas[: t + 1]) for t in range(1000)])  # brute-force products
   np.testing.assert_allclose(c["alphas_cumprod"], abar, rtol=1e-5)
   np.testing.assert_allclose(c["alphas_cumprod_prev"], np.append(1.0, abar[:-1]), rtol=1e-5)
   np.testing.assert_allclose(c["sqrt_recip_alphas_cumprod"] ** 2 * abar, 1.0, rtol=1e-5)
@@ -69,8 +69,9 @@ def test_q_sample_matches_iterating_the_forward_steps():
   x = np.broadcast_to(x0, (n, 3)).copy()
   for step in range(t + 1):
     x = np.sqrt(1 - betas[step]) * x + np.sqrt(betas[step]) * rng.standard_normal(x.shape)
-  xt, noise = diffusion.q_sample(s, jax.random.key(0), jnp.broadcast_to(jnp.asarray(x0, jnp.float32), (n, 3)),
-                                 jnp.full((n,), t))
+  xt, noise = diffusion.q_sample(
+    s, jax.random.key(0), jnp.broadcast_to(jnp.asarray(x0, jnp.float32), (n, 3)), jnp.full((n,), t)
+  )
   xt = np.asarray(xt)
   abar = float(s.alphas_cumprod[t])
   se_mean = math.sqrt((1 - abar) / n)
@@ -81,8 +82,7 @@ def test_q_sample_matches_iterating_the_forward_steps():
   np.testing.assert_allclose(np.asarray(mean)[0], math.sqrt(abar) * x0, rtol=1e-5)
   np.testing.assert_allclose(float(var.squeeze()), 1 - abar, rtol=1e-5)
   np.testing.assert_allclose(float(logvar.squeeze()), math.log(1 - abar), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(xt), np.sqrt(abar) * x0 + np.sqrt(1 - abar) * np.asarray(noise),
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(xt), np.sqrt(abar) * x0 + np.sqrt(1 - abar) * np.asarray(noise), atol=1e-5)
 
 
 @pytest.mark.parametrize("t", [1, 7, 19])
@@ -95,14 +95,16 @@ def test_posterior_is_bayes_rule(t):
   lik_scale, lik_var = np.sqrt(c["alphas"][t]), c["betas"][t]
   var = 1.0 / (1.0 / prior_var + lik_scale**2 / lik_var)
   mean = var * (prior_mean / prior_var + lik_scale * xt / lik_var)
-  m, v, logv = diffusion.q_posterior_mean_variance(s, jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32),
-                                                   jnp.array([t]))
+  m, v, logv = diffusion.q_posterior_mean_variance(
+    s, jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32), jnp.array([t])
+  )
   np.testing.assert_allclose(np.asarray(m), mean, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(float(v.squeeze()), var, rtol=1e-4)
   np.testing.assert_allclose(float(logv.squeeze()), math.log(var), rtol=1e-4)
   # The posterior at t = 0 is the point mass at x_0: the mean is x_0 exactly.
-  m0, _, _ = diffusion.q_posterior_mean_variance(s, jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32),
-                                                 jnp.array([0]))
+  m0, _, _ = diffusion.q_posterior_mean_variance(
+    s, jnp.asarray(x0, jnp.float32), jnp.asarray(xt, jnp.float32), jnp.array([0])
+  )
   np.testing.assert_allclose(np.asarray(m0), x0, rtol=1e-6)
 
 
@@ -117,8 +119,10 @@ def test_eps_and_x0_predictions_invert_each_other():
 
 def _point_mass_eps(s, c):
   """The exact epsilon of data that is always `c`: (x_t - sqrt(abar_t) c) / sqrt(1 - abar_t)."""
+
   def eps_fn(x, t):
     return (x - s.sqrt_alphas_cumprod[t][:, None] * c) / s.sqrt_one_minus_alphas_cumprod[t][:, None]
+
   return eps_fn
 
 
@@ -128,7 +132,7 @@ def test_bound_terms_for_a_point_mass_match_independent_computation():
   c = _np(s)
   values = np.array([0, 37, 128, 255])
   x0_np = values / 127.5 - 1.0
-  x0 = jnp.asarray(x0_np, jnp.float32)[None]                       # [1, 4]
+  x0 = jnp.asarray(x0_np, jnp.float32)[None]  # [1, 4]
   eps_fn = _point_mass_eps(s, x0)
   # L_T: KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1)), summed over the 4 dims.
   ab = c["alphas_cumprod"][-1]
@@ -192,9 +196,11 @@ def test_single_t_estimate_is_unbiased():
 
 def _gaussian_eps(s, m, sd):
   """The exact epsilon (posterior mean of the noise) of data N(m, sd^2) per dimension."""
+
   def eps_fn(x, t):
     ab = s.alphas_cumprod[t][:, None]
     return jnp.sqrt(1 - ab) * (x - jnp.sqrt(ab) * m) / (ab * sd**2 + 1 - ab)
+
   return eps_fn
 
 
@@ -252,12 +258,13 @@ def test_ddim_eta_one_all_steps_matches_ancestral_in_distribution():
     assert abs(x.mean() - m) < 5 * target_std / math.sqrt(n)
     assert abs(x.std() / target_std - 1) < 0.025, x.std()
   a, d = np.sort(np.asarray(anc)[:, 0]), np.sort(np.asarray(ddim1)[:, 0])
-  assert np.max(np.abs(a - d)[n // 100:-n // 100]) < 0.02     # quantiles agree (two-sample)
+  assert np.max(np.abs(a - d)[n // 100 : -n // 100]) < 0.02  # quantiles agree (two-sample)
   same = diffusion.ddim_sample(s, eps_fn, jax.random.key(0), shape, num_steps=1000, eta=1.0, clip_denoised=False)
   np.testing.assert_allclose(np.asarray(same), np.asarray(anc), atol=1e-3)
   # DDIM's deterministic 50-step path keeps the mean (its coarse steps shrink the spread).
-  ddim0 = np.asarray(diffusion.ddim_sample(s, eps_fn, jax.random.key(2), shape, num_steps=50, eta=0.0,
-                                           clip_denoised=False))[:, 0]
+  ddim0 = np.asarray(
+    diffusion.ddim_sample(s, eps_fn, jax.random.key(2), shape, num_steps=50, eta=0.0, clip_denoised=False)
+  )[:, 0]
   assert abs(ddim0.mean() - m) < 5 * sd / math.sqrt(n)
   assert 0.8 < ddim0.std() / sd < 1.0
 

@@ -27,8 +27,9 @@ def test_commuting_covariances():
   q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
   a, b = rng.uniform(0.1, 3, 6), rng.uniform(0.1, 3, 6)
   s1, s2 = q @ np.diag(a) @ q.T, q @ np.diag(b) @ q.T
-  np.testing.assert_allclose(frechet.frechet_distance(np.zeros(6), s1, np.zeros(6), s2),
-                             np.sum((np.sqrt(a) - np.sqrt(b)) ** 2), rtol=1e-8)
+  np.testing.assert_allclose(
+    frechet.frechet_distance(np.zeros(6), s1, np.zeros(6), s2), np.sum((np.sqrt(a) - np.sqrt(b)) ** 2), rtol=1e-8
+  )
 
 
 def test_random_pair_matches_scipy_sqrtm():
@@ -68,8 +69,9 @@ def test_batched_features_pads_and_crops():
 
 
 def test_feature_classifier_trains_caches_and_scores(tmp_path):
-  from configs import default, feature_classifier
+  from genjax.configs import default, feature_classifier
   from genjax.eval.feature_classifier import load_or_train
+
   data = default.get_base_config().data
   data.name = "digits_8x8"
   cfg = feature_classifier.get_config()

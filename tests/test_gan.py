@@ -15,9 +15,14 @@ from genjax.train.two_player import split_minibatches
 from tests.helpers import assert_trees_equal, tiny_config
 
 
-@pytest.mark.parametrize("size,g_features,d_features,channels", [
-    (28, (64, 32), (32, 64), 1), (32, (128, 64, 32), (32, 64, 128), 3), (64, (512, 256, 128, 64),
-                                                                         (64, 128, 256, 512), 3)])
+@pytest.mark.parametrize(
+  "size,g_features,d_features,channels",
+  [
+    (28, (64, 32), (32, 64), 1),
+    (32, (128, 64, 32), (32, 64, 128), 3),
+    (64, (512, 256, 128, 64), (64, 128, 256, 512), 3),
+  ],
+)
 def test_dcgan_shapes(size, g_features, d_features, channels):
   g = DCGANGenerator((size, size, channels), g_features, num_classes=10)
   d = DCGANDiscriminator(d_features, num_classes=10)
@@ -70,8 +75,11 @@ def test_four_devices_match_one_device_with_two_discriminator_steps():
   for a, b in zip(m1, m4, strict=True):
     for k in ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_g"):
       np.testing.assert_allclose(a[k], b[k], rtol=2e-4, err_msg=k)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5),
-               (s1.params, s1.model_state), (s4.params, s4.model_state))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5),
+    (s1.params, s1.model_state),
+    (s4.params, s4.model_state),
+  )
   # The state carries both players and their optimizers; the step logged what it promised.
   assert set(s1.params) == set(s1.opt_state) == set(s1.model_state) == {"generator", "discriminator"}
   assert {"loss", "loss_d", "loss_g", "d_real", "d_fake", "d_fake_g", "grad_norm_g", "grad_norm_d"} <= set(m1[0])
@@ -112,12 +120,14 @@ def test_conditional_generate_and_evaluate():
 
 def test_toy_family_picture_metrics_and_sample_statistics():
   from genjax.eval.sample_metrics import sample_statistics
+
   for preset in ("tiny,ring8", "tiny,bimodal_far,wgan_gp"):
     config = tiny_config("gan_toy", preset)
     exp = Experiment(config, mesh=make_mesh(1))
     state, metrics = _run(exp, 3)
     grid = jax.jit(exp.family.sample_grid, static_argnames="num")(
-        state.params, state.model_state, exp.sample_key(), exp.example_batch(2), num=1)
+      state.params, state.model_state, exp.sample_key(), exp.example_batch(2), num=1
+    )
     assert grid.shape == (1, 128, 128, 1) and grid.dtype == jnp.uint8
     assert np.isfinite(metrics[-1]["loss"])
     ev = exp.evaluate(state.params, state.model_state)
@@ -141,6 +151,7 @@ def test_other_families_generate():
 def test_optimal_discriminator_gap_shrinks_with_training():
   """On the 1-D Gaussian, a trained D is close to D* (about 1/2 everywhere once p_g ~ p_data)."""
   from genjax.eval.sample_metrics import toy_statistics
+
   config = tiny_config("gan_toy", "gaussian_1d", **{"train.num_steps": 1500})
   exp = Experiment(config, mesh=make_mesh(1))
   state, _ = _run(exp, 1500)

@@ -19,15 +19,20 @@ LOGITS_F = np.array([-2.0, 0.3, 2.5, -6.0, 0.0], np.float32)
 
 def test_losses_match_their_definitions_in_probability_space():
   dr, df = _sigmoid(LOGITS_R), _sigmoid(LOGITS_F)
-  np.testing.assert_allclose(losses.gan_discriminator_loss(LOGITS_R, LOGITS_F),
-                             -np.mean(np.log(dr)) - np.mean(np.log(1 - df)), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.gan_discriminator_loss(LOGITS_R, LOGITS_F), -np.mean(np.log(dr)) - np.mean(np.log(1 - df)), rtol=1e-5
+  )
   np.testing.assert_allclose(losses.gan_generator_minimax_loss(LOGITS_F), np.mean(np.log(1 - df)), rtol=1e-5)
   np.testing.assert_allclose(losses.gan_generator_non_saturating_loss(LOGITS_F), -np.mean(np.log(df)), rtol=1e-5)
-  np.testing.assert_allclose(losses.gan_hinge_discriminator_loss(LOGITS_R, LOGITS_F),
-                             np.mean(np.maximum(0, 1 - LOGITS_R)) + np.mean(np.maximum(0, 1 + LOGITS_F)), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.gan_hinge_discriminator_loss(LOGITS_R, LOGITS_F),
+    np.mean(np.maximum(0, 1 - LOGITS_R)) + np.mean(np.maximum(0, 1 + LOGITS_F)),
+    rtol=1e-6,
+  )
   np.testing.assert_allclose(losses.gan_hinge_generator_loss(LOGITS_F), -np.mean(LOGITS_F), rtol=1e-6)
-  np.testing.assert_allclose(losses.wgan_critic_loss(LOGITS_R, LOGITS_F), np.mean(LOGITS_F) - np.mean(LOGITS_R),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.wgan_critic_loss(LOGITS_R, LOGITS_F), np.mean(LOGITS_F) - np.mean(LOGITS_R), rtol=1e-6
+  )
 
 
 def test_equilibrium_value_is_two_log_two():
@@ -37,8 +42,11 @@ def test_equilibrium_value_is_two_log_two():
 
 def test_stable_at_extreme_logits():
   big = jnp.array([-200.0, 200.0])
-  for value in (losses.gan_discriminator_loss(big, big), losses.gan_generator_minimax_loss(big),
-                losses.gan_generator_non_saturating_loss(big)):
+  for value in (
+    losses.gan_discriminator_loss(big, big),
+    losses.gan_generator_minimax_loss(big),
+    losses.gan_generator_non_saturating_loss(big),
+  ):
     assert np.isfinite(float(value))
   # Confidently rejected fakes (logit -200): -log D = 200, log(1 - D) = 0.
   np.testing.assert_allclose(losses.gan_generator_non_saturating_loss(jnp.array([-200.0])), 200.0, rtol=1e-6)
@@ -48,7 +56,7 @@ def test_stable_at_extreme_logits():
 
 
 def test_generator_gradients_saturation():
-  """d/dl of log(1 - sigmoid(l)) is -sigmoid(l) (vanishes for rejected fakes); of -log sigmoid(l), sigmoid(l) - 1."""
+  """d/dl log(1 - sigmoid(l)) = -sigmoid(l) (vanishes for rejected fakes); d/dl -log sigmoid(l) = sigmoid(l) - 1"""
   logits = jnp.array([-10.0, -2.0, 0.0, 3.0])
   n = logits.shape[0]
   g_mm = jax.grad(losses.gan_generator_minimax_loss)(logits)
@@ -63,12 +71,13 @@ def test_optimal_discriminator_minimizes_the_bce():
   sigmoid(l) = p_d / (p_d + p_g), the D* of Goodfellow et al."""
   p_d, p_g = 0.3, 0.9
 
-  def weighted(l):
-    return p_d * losses.gan_discriminator_loss(l, jnp.full_like(l, -jnp.inf)) + \
-        p_g * losses.gan_discriminator_loss(jnp.full_like(l, jnp.inf), l)
+  def weighted(lg):
+    return p_d * losses.gan_discriminator_loss(
+      lg, jnp.full_like(lg, -jnp.inf)
+    ) + p_g * losses.gan_discriminator_loss(jnp.full_like(lg, jnp.inf), lg)
 
   l_star = np.log(p_d / p_g)
-  np.testing.assert_allclose(jax.grad(lambda l: weighted(l[None]))(jnp.float32(l_star)), 0.0, atol=1e-6)
+  np.testing.assert_allclose(jax.grad(lambda lg: weighted(lg[None]))(jnp.float32(l_star)), 0.0, atol=1e-6)
   assert float(weighted(jnp.array([l_star + 0.3]))) > float(weighted(jnp.array([l_star])))
 
 

@@ -13,8 +13,7 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from genjax import checks
-from genjax import losses
+from genjax import checks, losses
 
 
 def _key(seed=0):
@@ -27,7 +26,7 @@ def _np_kl(m1, lv1, m2, lv2):
   """KL(N(m1, s1^2) || N(m2, s2^2)) = log(s2/s1) + (s1^2 + (m1-m2)^2) / (2 s2^2) - 1/2 (float64)."""
   m1, lv1, m2, lv2 = (np.asarray(a, np.float64) for a in (m1, lv1, m2, lv2))
   s1, s2 = np.exp(0.5 * lv1), np.exp(0.5 * lv2)
-  return np.log(s2 / s1) + (s1**2 + (m1 - m2)**2) / (2 * s2**2) - 0.5
+  return np.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5
 
 
 # --------------------------------------------------------------------------- Gaussian KL
@@ -35,12 +34,8 @@ def _np_kl(m1, lv1, m2, lv2):
 
 def test_gaussian_kl_matches_monte_carlo():
   # Three posteriors at once, one of them standard (KL 0), one far from the prior.
-  mean = jnp.array([[0.0, 0.0, 0.0],
-                    [0.5, -1.2, 2.0],
-                    [-0.3, 0.1, 1.0]], jnp.float32)
-  logvar = jnp.array([[0.0, 0.0, 0.0],
-                      [-1.0, 0.7, 0.0],
-                      [-2.5, 1.5, -0.4]], jnp.float32)
+  mean = jnp.array([[0.0, 0.0, 0.0], [0.5, -1.2, 2.0], [-0.3, 0.1, 1.0]], jnp.float32)
+  logvar = jnp.array([[0.0, 0.0, 0.0], [-1.0, 0.7, 0.0], [-2.5, 1.5, -0.4]], jnp.float32)
   num = 200_000
   z = losses.reparameterize(_key(1), mean, logvar, num_samples=num)  # [K, 3, Z]
   chex.assert_shape(z, (num, 3, 3))
@@ -60,8 +55,9 @@ def test_gaussian_kl_matches_monte_carlo():
 
 
 def test_gaussian_kl_zero_at_prior_and_nonnegative():
-  chex.assert_trees_all_close(losses.gaussian_kl(jnp.zeros((4, 6)), jnp.zeros((4, 6))),
-                              jnp.zeros(4), atol=0.0, rtol=0.0)
+  chex.assert_trees_all_close(
+    losses.gaussian_kl(jnp.zeros((4, 6)), jnp.zeros((4, 6))), jnp.zeros(4), atol=0.0, rtol=0.0
+  )
   rng = np.random.default_rng(2)
   mean = jnp.asarray(2.0 * rng.normal(size=(256, 5)), jnp.float32)
   logvar = jnp.asarray(rng.uniform(-6.0, 4.0, size=(256, 5)), jnp.float32)
@@ -81,11 +77,13 @@ def test_normal_kl_against_gaussian_kl_and_numpy():
   chex.assert_shape(std, (7, 3))
   chex.assert_trees_all_close(std.sum(-1), losses.gaussian_kl(m1, lv1), rtol=1e-5, atol=1e-6)
   # General case against an independent float64 formula.
-  np.testing.assert_allclose(np.asarray(losses.normal_kl(m1, lv1, m2, lv2)),
-                             _np_kl(m1, lv1, m2, lv2), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(losses.normal_kl(m1, lv1, m2, lv2)), _np_kl(m1, lv1, m2, lv2), rtol=1e-5, atol=1e-6
+  )
   # Broadcasting a scalar second distribution.
-  np.testing.assert_allclose(np.asarray(losses.normal_kl(m1, lv1, 0.3, -0.2)),
-                             _np_kl(m1, lv1, 0.3, -0.2), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(losses.normal_kl(m1, lv1, 0.3, -0.2)), _np_kl(m1, lv1, 0.3, -0.2), rtol=1e-5, atol=1e-6
+  )
   # KL(p || p) = 0 and asymmetry.
   chex.assert_trees_all_close(losses.normal_kl(m1, lv1, m1, lv1), jnp.zeros((7, 3)), atol=1e-7)
   assert not np.allclose(losses.normal_kl(m1, lv1, m2, lv2), losses.normal_kl(m2, lv2, m1, lv1))
@@ -189,7 +187,7 @@ def test_bernoulli_log_likelihood_stable_for_extreme_logits():
   np.testing.assert_allclose(np.asarray(per), [[0.0, -100.0, -100.0, 0.0]], atol=1e-6)
   total = losses.bernoulli_log_likelihood(x, logits)
   np.testing.assert_allclose(np.asarray(total), [-200.0], rtol=1e-7)
-  g = jax.grad(lambda l: losses.bernoulli_log_likelihood(x, l).sum())(logits)
+  g = jax.grad(lambda lg: losses.bernoulli_log_likelihood(x, lg).sum())(logits)
   chex.assert_tree_all_finite(g)
   # d/dl [x l - softplus(l)] = x - sigmoid(l).
   np.testing.assert_allclose(np.asarray(g), np.asarray(x - jax.nn.sigmoid(logits)), atol=1e-7)
@@ -209,8 +207,12 @@ def test_gaussian_log_likelihood_matches_scipy():
   np.testing.assert_allclose(np.asarray(out2), ref.sum((1, 2)), rtol=1e-5, atol=1e-5)
   # A scalar log-variance is shared by every dimension.
   ref_scalar = scipy.stats.norm.logpdf(x, mean, math.exp(0.5 * -1.3)).sum((1, 2))
-  np.testing.assert_allclose(np.asarray(losses.gaussian_log_likelihood(jnp.asarray(x), jnp.asarray(mean), -1.3)),
-                             ref_scalar, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(losses.gaussian_log_likelihood(jnp.asarray(x), jnp.asarray(mean), -1.3)),
+    ref_scalar,
+    rtol=1e-5,
+    atol=1e-5,
+  )
   # Elementwise version.
   np.testing.assert_allclose(np.asarray(losses.gaussian_log_prob(x, mean, logvar)), ref, rtol=1e-5, atol=1e-5)
 
@@ -224,8 +226,9 @@ def test_standard_normal_log_prob_matches_scipy():
   chex.assert_shape(out0, (6, 5))
   np.testing.assert_allclose(np.asarray(out0), scipy.stats.norm.logpdf(z), rtol=1e-6, atol=1e-5)
   # Equals the general Gaussian at mean 0, logvar 0.
-  chex.assert_trees_all_close(out, losses.gaussian_log_likelihood(jnp.asarray(z), jnp.zeros_like(z), 0.0),
-                              rtol=1e-6)
+  chex.assert_trees_all_close(
+    out, losses.gaussian_log_likelihood(jnp.asarray(z), jnp.zeros_like(z), 0.0), rtol=1e-6
+  )
 
 
 def test_squared_error():
@@ -234,8 +237,7 @@ def test_squared_error():
   out = losses.squared_error(x, x_hat)
   chex.assert_shape(out, (2,))
   chex.assert_trees_all_close(out, jnp.array([6.0, 24.0]))
-  chex.assert_trees_all_close(losses.squared_error(x, x_hat, event_ndims=1),
-                              jnp.array([[2.0] * 3, [8.0] * 3]))
+  chex.assert_trees_all_close(losses.squared_error(x, x_hat, event_ndims=1), jnp.array([[2.0] * 3, [8.0] * 3]))
 
 
 # --------------------------------------------------------------------------- bounds
@@ -256,16 +258,18 @@ def test_iwae_bound_properties():
   lw = rng.normal(-50.0, 4.0, size=(16, 5)).astype(np.float32)
   out = losses.iwae_bound(jnp.asarray(lw))
   chex.assert_shape(out, (5,))
-  np.testing.assert_allclose(np.asarray(out), scipy.special.logsumexp(lw.astype(np.float64), 0) - math.log(16),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(out), scipy.special.logsumexp(lw.astype(np.float64), 0) - math.log(16), rtol=1e-6
+  )
   # Jensen: log mean exp >= mean log, strictly for non-constant weights.
   assert np.all(np.asarray(out) > lw.mean(0))
   # K = 1 is the single log weight.
   chex.assert_trees_all_close(losses.iwae_bound(jnp.asarray(lw[:1])), jnp.asarray(lw[0]), rtol=1e-7)
   # Equal weights give that weight (also far from 0: no overflow/underflow).
   c = np.array([-3.0, -1000.0, 800.0, 0.0, 12.5], np.float32)
-  np.testing.assert_allclose(np.asarray(losses.iwae_bound(jnp.asarray(np.tile(c, (16, 1))))), c, rtol=1e-6,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(losses.iwae_bound(jnp.asarray(np.tile(c, (16, 1))))), c, rtol=1e-6, atol=1e-6
+  )
   # K on another axis.
   chex.assert_trees_all_close(losses.iwae_bound(jnp.asarray(lw.T), axis=1), out, rtol=1e-6)
   # Monotone in K in expectation; for nested prefixes at least it never exceeds the max weight.
@@ -275,18 +279,24 @@ def test_iwae_bound_properties():
 def test_bits_per_dim_hand_computed():
   d = 64
   np.testing.assert_allclose(np.asarray(losses.bits_per_dim(jnp.array(d * math.log(2.0)), d)), 1.0, rtol=1e-6)
-  np.testing.assert_allclose(np.asarray(losses.bits_per_dim(jnp.array([0.0, d * math.log(2.0)]), d)),
-                             [0.0, 1.0], atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(losses.bits_per_dim(jnp.array([0.0, d * math.log(2.0)]), d)), [0.0, 1.0], atol=1e-6
+  )
   # The uniform density on [0, 1]^D has nll 0; with 8-bit bins it is exactly 8 bits/dim.
-  np.testing.assert_allclose(np.asarray(losses.bits_per_dim(jnp.zeros(3), d, bin_width=1 / 256)), [8.0] * 3,
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(losses.bits_per_dim(jnp.zeros(3), d, bin_width=1 / 256)), [8.0] * 3, rtol=1e-6
+  )
   # ... on [-1, 1]^D the uniform density is 2^-D: nll = D ln 2, and bins are 2/256 wide.
   np.testing.assert_allclose(
-      np.asarray(losses.bits_per_dim(jnp.array(d * math.log(2.0)), d, bin_width=2 / 256)), 8.0, rtol=1e-6)
+    np.asarray(losses.bits_per_dim(jnp.array(d * math.log(2.0)), d, bin_width=2 / 256)), 8.0, rtol=1e-6
+  )
   # Linear in nll: nll / (D ln 2) + log2(1/w).
   nll = jnp.array([12.5, 300.0])
-  np.testing.assert_allclose(np.asarray(losses.bits_per_dim(nll, 10, bin_width=0.25)),
-                             np.asarray(nll) / (10 * math.log(2.0)) + 2.0, rtol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(losses.bits_per_dim(nll, 10, bin_width=0.25)),
+    np.asarray(nll) / (10 * math.log(2.0)) + 2.0,
+    rtol=1e-6,
+  )
 
 
 @pytest.mark.parametrize("num_dims", [0, -3])
@@ -311,17 +321,17 @@ def _cases():
   u = lambda *s: jnp.asarray(rng.random(s), jnp.float32)
   key = _key(9)
   return [
-      ("normal_kl", losses.normal_kl, (a(3, 4), a(3, 4), a(3, 4), a(3, 4))),
-      ("gaussian_kl", losses.gaussian_kl, (a(3, 4), a(3, 4))),
-      ("reparameterize", lambda m, lv: losses.reparameterize(key, m, lv, num_samples=2), (a(3, 4), a(3, 4))),
-      ("gaussian_log_prob", losses.gaussian_log_prob, (a(3, 4), a(3, 4), a(3, 4))),
-      ("gaussian_log_likelihood", losses.gaussian_log_likelihood, (a(3, 2, 2), a(3, 2, 2), a(3, 2, 2))),
-      ("standard_normal_log_prob", losses.standard_normal_log_prob, (a(3, 2, 2),)),
-      ("bernoulli_log_likelihood", lambda l, x: losses.bernoulli_log_likelihood(x, l), (a(3, 2, 2), u(3, 2, 2))),
-      ("elbo", lambda ll, kl: losses.elbo(ll, kl, 0.7), (a(3, 5), a(3, 5))),
-      ("iwae_bound", losses.iwae_bound, (a(3, 6, 2),)),
-      ("bits_per_dim", lambda n: losses.bits_per_dim(n, 64, bin_width=1 / 256), (a(3, 5),)),
-      ("squared_error", losses.squared_error, (a(3, 2, 2), a(3, 2, 2))),
+    ("normal_kl", losses.normal_kl, (a(3, 4), a(3, 4), a(3, 4), a(3, 4))),
+    ("gaussian_kl", losses.gaussian_kl, (a(3, 4), a(3, 4))),
+    ("reparameterize", lambda m, lv: losses.reparameterize(key, m, lv, num_samples=2), (a(3, 4), a(3, 4))),
+    ("gaussian_log_prob", losses.gaussian_log_prob, (a(3, 4), a(3, 4), a(3, 4))),
+    ("gaussian_log_likelihood", losses.gaussian_log_likelihood, (a(3, 2, 2), a(3, 2, 2), a(3, 2, 2))),
+    ("standard_normal_log_prob", losses.standard_normal_log_prob, (a(3, 2, 2),)),
+    ("bernoulli_log_likelihood", lambda lg, x: losses.bernoulli_log_likelihood(x, lg), (a(3, 2, 2), u(3, 2, 2))),
+    ("elbo", lambda ll, kl: losses.elbo(ll, kl, 0.7), (a(3, 5), a(3, 5))),
+    ("iwae_bound", losses.iwae_bound, (a(3, 6, 2),)),
+    ("bits_per_dim", lambda n: losses.bits_per_dim(n, 64, bin_width=1 / 256), (a(3, 5),)),
+    ("squared_error", losses.squared_error, (a(3, 2, 2), a(3, 2, 2))),
   ]
 
 
@@ -350,14 +360,17 @@ def test_jit_vmap_grad(name, fn, args):
 # --------------------------------------------------------------------------- bad inputs
 
 
-@pytest.mark.parametrize("name,call", [
+@pytest.mark.parametrize(
+  "name,call",
+  [
     ("gaussian_kl", lambda a, b: losses.gaussian_kl(a, b)),
     ("bernoulli_log_likelihood", lambda a, b: losses.bernoulli_log_likelihood(jnp.zeros_like(a), b)),
     ("gaussian_log_likelihood", lambda a, b: losses.gaussian_log_likelihood(a, b, 0.0)),
     ("elbo", lambda a, b: losses.elbo(a, b)),
     ("squared_error", lambda a, b: losses.squared_error(a, b)),
     ("reparameterize", lambda a, b: losses.reparameterize(_key(0), a, b)),
-])
+  ],
+)
 def test_mismatched_shapes_name_both_shapes(name, call):
   a, b = jnp.zeros((3, 4)), jnp.zeros((3, 5))
   with pytest.raises(ValueError) as e:

@@ -31,8 +31,7 @@ def _params(net, x, label=None, seed=0):
   args = (x,) if label is None else (x, label)
   params = jax.jit(net.init)(_key(seed), *args)
   rng = np.random.default_rng(seed)
-  return jax.tree.map(
-      lambda p: p + jnp.asarray(0.1 * rng.normal(size=p.shape), p.dtype), params)
+  return jax.tree.map(lambda p: p + jnp.asarray(0.1 * rng.normal(size=p.shape), p.dtype), params)
 
 
 def _jacobians(net, params, xs, label=None, seed=0):
@@ -107,10 +106,10 @@ def _offsets_allowed(h, w, c, offsets, centre_same):
 def test_mask_shape_and_spatial_layout():
   m = mask((5, 3), 4, 8, "B", 1)
   assert m.shape == (5, 3, 4, 8) and m.dtype == np.float32
-  np.testing.assert_array_equal(m[:2], 1.0)              # rows above the centre
-  np.testing.assert_array_equal(m[3:], 0.0)              # rows below
-  np.testing.assert_array_equal(m[2, 0], 1.0)            # left of the centre
-  np.testing.assert_array_equal(m[2, 2], 0.0)            # right of the centre
+  np.testing.assert_array_equal(m[:2], 1.0)  # rows above the centre
+  np.testing.assert_array_equal(m[3:], 0.0)  # rows below
+  np.testing.assert_array_equal(m[2, 0], 1.0)  # left of the centre
+  np.testing.assert_array_equal(m[2, 2], 0.0)  # right of the centre
 
 
 def test_mask_centre_single_channel():
@@ -125,8 +124,9 @@ def test_mask_centre_color_groups():
   np.testing.assert_array_equal(a, [[0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0]])
   np.testing.assert_array_equal(b, [[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1]])
   # Feature -> feature: 6 in (groups [0,0,1,1,2,2]) to 3 out (groups [0,1,2]).
-  np.testing.assert_array_equal(mask((1, 1), 6, 3, "B", 3)[0, 0],
-                                [[1, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 1]])
+  np.testing.assert_array_equal(
+    mask((1, 1), 6, 3, "B", 3)[0, 0], [[1, 1, 1], [1, 1, 1], [0, 1, 1], [0, 1, 1], [0, 0, 1], [0, 0, 1]]
+  )
 
 
 def test_vertical_mask():
@@ -138,13 +138,16 @@ def test_vertical_mask():
   np.testing.assert_array_equal(m[3:], 0.0)
 
 
-@pytest.mark.parametrize("args, match", [
+@pytest.mark.parametrize(
+  "args, match",
+  [
     (((3, 3), 3, 6, "C", 3), "mask_type must be 'A' or 'B'"),
     (((2, 3), 3, 6, "A", 3), "odd"),
     (((3, 4), 3, 6, "A", 3), "odd"),
     (((3, 3), 4, 6, "B", 3), "in_channels = 4 is not divisible by num_color_channels = 3"),
     (((3, 3), 3, 7, "A", 3), "out_channels = 7 is not divisible"),
-])
+  ],
+)
 def test_mask_errors(args, match):
   with pytest.raises(ValueError, match=match):
     mask(*args)
@@ -157,11 +160,11 @@ def test_network_argument_errors():
   with pytest.raises(ValueError, match="features = 8 is not divisible"):
     GatedPixelCNN(features=8, num_layers=1, num_logits=2, num_color_channels=3).init(_key(0), x)
   with pytest.raises(ValueError, match="pass label"):
-    PixelCNN(features=6, num_blocks=1, num_logits=2, num_color_channels=3,
-             num_classes=2).init(_key(0), x)
+    PixelCNN(features=6, num_blocks=1, num_logits=2, num_color_channels=3, num_classes=2).init(_key(0), x)
   with pytest.raises(ValueError, match="takes no label"):
     GatedPixelCNN(features=6, num_layers=1, num_logits=2, num_color_channels=3).init(
-        _key(0), x, jnp.zeros((1,), jnp.int32))
+      _key(0), x, jnp.zeros((1,), jnp.int32)
+    )
 
 
 # --- single masked conv ----------------------------------------------------------------
@@ -178,8 +181,9 @@ def test_masked_conv_causal(mask_type, c):
   # A single (linear) layer: the Jacobian is the masked kernel itself, so it is non-zero
   # exactly where the order allows AND the tap lies in the 5x5 window.
   ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-  near = ((np.abs(ii.reshape(-1)[:, None] - ii.reshape(-1)[None]) <= 2)
-          & (np.abs(jj.reshape(-1)[:, None] - jj.reshape(-1)[None]) <= 2))
+  near = (np.abs(ii.reshape(-1)[:, None] - ii.reshape(-1)[None]) <= 2) & (
+    np.abs(jj.reshape(-1)[:, None] - jj.reshape(-1)[None]) <= 2
+  )
   near = np.repeat(np.repeat(near, features, axis=0), c, axis=1)
   allowed = _allowed(h, w, c, features, mask_type)
   assert np.all(jac[~allowed] == 0.0)
@@ -206,8 +210,7 @@ def _plain_offsets(num_blocks, k0=7, k=3):
 @pytest.mark.parametrize("c, num_classes", [(1, 0), (3, 0), (1, 3), (3, 3)])
 def test_pixelcnn_causal(c, num_classes):
   h = w = 6
-  net = PixelCNN(features=24, num_blocks=2, num_logits=4, num_color_channels=c,
-                 num_classes=num_classes)
+  net = PixelCNN(features=24, num_blocks=2, num_logits=4, num_color_channels=c, num_classes=num_classes)
   xs = _images(h, w, c)
   label = jnp.array([2]) if num_classes else None
   jacs = _jacobians(net, _params(net, xs[0], label), xs, label)
@@ -222,8 +225,7 @@ def test_gated_pixelcnn_causal(c, num_classes):
   # 3 layers (7x7, then two 3x3) reach 5 rows up, 5 columns either side and 5 pixels to
   # the left: all of a 6x6 image, so EVERY allowed entry must be non-zero.
   h = w = 6
-  net = GatedPixelCNN(features=24, num_layers=3, num_logits=4, num_color_channels=c,
-                      num_classes=num_classes)
+  net = GatedPixelCNN(features=24, num_layers=3, num_logits=4, num_color_channels=c, num_classes=num_classes)
   xs = _images(h, w, c)
   label = jnp.array([1]) if num_classes else None
   jacs = _jacobians(net, _params(net, xs[0], label), xs, label)
@@ -244,8 +246,8 @@ def test_blind_spot_plain_but_not_gated():
   """
   h = w = 5
   xs = _images(h, w, 1)
-  out = 4 * w + 0                            # output pixel (4, 0)
-  earlier = np.arange(out)                   # pixels (0, 0) .. (3, 4)
+  out = 4 * w + 0  # output pixel (4, 0)
+  earlier = np.arange(out)  # pixels (0, 0) .. (3, 4)
   plain = PixelCNN(features=16, num_blocks=4, num_logits=2)
   seen = np.any(_jacobians(plain, _params(plain, xs[0]), xs) != 0.0, axis=0)
   zero = earlier[~seen[out, earlier]]
@@ -263,8 +265,13 @@ def test_blind_spot_plain_but_not_gated():
 @pytest.mark.parametrize("cls", [PixelCNN, GatedPixelCNN])
 def test_label_changes_logits(cls):
   x = _image(4, 4, 3)
-  net = cls(features=6, num_logits=3, num_color_channels=3, num_classes=4,
-            **({"num_blocks": 1} if cls is PixelCNN else {"num_layers": 2}))
+  net = cls(
+    features=6,
+    num_logits=3,
+    num_color_channels=3,
+    num_classes=4,
+    **({"num_blocks": 1} if cls is PixelCNN else {"num_layers": 2}),
+  )
   params = _params(net, x, jnp.array([0]))
   apply = jax.jit(net.apply)
   a = apply(params, x, jnp.array([0]))
@@ -277,8 +284,13 @@ def test_label_changes_logits(cls):
 def test_output_shape(cls, num_logits):
   x = jnp.zeros((2, 4, 5, 3))
   label = jnp.array([0, 1])
-  net = cls(features=6, num_logits=num_logits, num_color_channels=3, num_classes=2,
-            **({"num_blocks": 1} if cls is PixelCNN else {"num_layers": 2}))
+  net = cls(
+    features=6,
+    num_logits=num_logits,
+    num_color_channels=3,
+    num_classes=2,
+    **({"num_blocks": 1} if cls is PixelCNN else {"num_layers": 2}),
+  )
   params = jax.eval_shape(lambda: net.init(_key(0), x, label))
   out = jax.eval_shape(lambda p: net.apply(p, x, label), params)
   chex.assert_shape(out, (2, 4, 5, 3, num_logits))

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import genjax.data
-from configs import pixelcnn as pixelcnn_config
 from genjax import losses
+from genjax.configs import pixelcnn as pixelcnn_config
 from genjax.models.pixelcnn import PixelCNNFamily
 
 LN2 = math.log(2.0)
@@ -40,7 +40,9 @@ def _randomize(params, seed=0):
   the logits of the first pixel (which sees no input) would be exact ties."""
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(treedef, [3.0 * p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  return jax.tree.unflatten(
+    treedef, [3.0 * p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+  )
 
 
 def test_uniform_logits_give_exactly_eight_bits_per_dim():
@@ -58,11 +60,12 @@ def test_batch_likelihood_is_sum_of_per_example(trained_like):
   values = family.values(jnp.asarray(batch["image"]), jax.random.key(0))
   joint = family.log_prob_values(params, values)
   chex.assert_shape(joint, (6,))
-  single = [float(family.log_prob_values(params, values[i:i + 1])[0]) for i in range(6)]
+  single = [float(family.log_prob_values(params, values[i : i + 1])[0]) for i in range(6)]
   np.testing.assert_allclose(np.asarray(joint), single, rtol=1e-5)
   out = family.evaluate(params, {}, batch, jax.random.key(0))
-  np.testing.assert_allclose(np.asarray(out["bits_per_dim"]), -np.asarray(joint) / (family.num_dims * LN2),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(out["bits_per_dim"]), -np.asarray(joint) / (family.num_dims * LN2), rtol=1e-5
+  )
 
 
 def test_argmax_sample_is_a_fixed_point_and_low_temperature_matches(trained_like):
@@ -134,6 +137,7 @@ def test_categorical_log_likelihood_against_numpy_and_errors():
 def test_learns_on_digits():
   """A hundred steps of a tiny net on the 8x8 digits gain more than 2 bits/dim over init."""
   from tests.helpers import metrics_before_and_after_training
+
   config = pixelcnn_config.get_config("tiny")
   config.train.num_steps = 100
   before, after = metrics_before_and_after_training(config)
@@ -143,6 +147,7 @@ def test_learns_on_digits():
 
 def test_figures_samples_and_completion():
   from genjax.eval import figures
+
   family, splits = _family(conditional=True)
   test = splits["test"]
   params, _ = family.init(jax.random.key(0), test[np.arange(2)])

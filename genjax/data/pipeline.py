@@ -16,17 +16,15 @@ import collections
 import concurrent.futures
 import dataclasses
 import threading
-from typing import Any, Iterator, Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
-from genjax.data import embedded
-from genjax.data import tfds_input
-from genjax.data import toy
+from genjax.data import embedded, tfds_input, toy
 
-EMBEDDED_DATASETS = ('mnist_embedded', 'digits_8x8')
-DATASET_NAMES: tuple[str, ...] = (
-    EMBEDDED_DATASETS + tuple(tfds_input.TFDS_DATASETS) + tuple(toy.TOYS))
+EMBEDDED_DATASETS = ("mnist_embedded", "digits_8x8")
+DATASET_NAMES: tuple[str, ...] = EMBEDDED_DATASETS + tuple(tfds_input.TFDS_DATASETS) + tuple(toy.TOYS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +39,7 @@ class DatasetInfo:
       when the batches carry no 'label'.
     num_train / num_test: split sizes.
   """
+
   name: str
   kind: str
   shape: tuple[int, ...]
@@ -52,11 +51,9 @@ class DatasetInfo:
 class Source(Protocol):
   """Random-access split: ``len(source)`` and ``source[indices] -> batch``."""
 
-  def __len__(self) -> int:
-    ...
+  def __len__(self) -> int: ...
 
-  def __getitem__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    ...
+  def __getitem__(self, indices: np.ndarray) -> dict[str, np.ndarray]: ...
 
 
 class ArraySource:
@@ -64,13 +61,11 @@ class ArraySource:
 
   def __init__(self, arrays: dict[str, np.ndarray]):
     if not arrays:
-      raise ValueError('ArraySource needs at least one array')
+      raise ValueError("ArraySource needs at least one array")
     self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    sizes = {k: (v.shape[0] if v.ndim else None)
-             for k, v in self.arrays.items()}
+    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in self.arrays.items()}
     if None in sizes.values() or len(set(sizes.values())) != 1:
-      raise ValueError(f'ArraySource arrays need one shared leading size, '
-                       f'got {sizes}')
+      raise ValueError(f"ArraySource arrays need one shared leading size, got {sizes}")
     self._len = next(iter(sizes.values()))
 
   def __len__(self) -> int:
@@ -83,21 +78,18 @@ class ArraySource:
 
   def __repr__(self) -> str:
     shapes = {k: (v.dtype.name, v.shape) for k, v in self.arrays.items()}
-    return f'ArraySource({shapes})'
+    return f"ArraySource({shapes})"
 
 
-def _local_size(global_batch_size: int, process_index: int,
-                process_count: int) -> int:
+def _local_size(global_batch_size: int, process_index: int, process_count: int) -> int:
   if global_batch_size <= 0:
-    raise ValueError(f'global_batch_size must be positive, got '
-                     f'{global_batch_size}')
+    raise ValueError(f"global_batch_size must be positive, got {global_batch_size}")
   if process_count <= 0 or not 0 <= process_index < process_count:
-    raise ValueError(f'need 0 <= process_index < process_count, got '
-                     f'process_index={process_index}, '
-                     f'process_count={process_count}')
+    raise ValueError(
+      f"need 0 <= process_index < process_count, got process_index={process_index}, process_count={process_count}"
+    )
   if global_batch_size % process_count:
-    raise ValueError(f'global_batch_size {global_batch_size} is not divisible '
-                     f'by process_count {process_count}')
+    raise ValueError(f"global_batch_size {global_batch_size} is not divisible by process_count {process_count}")
   return global_batch_size // process_count
 
 
@@ -117,16 +109,22 @@ class BatchIterator:
 
   _MAX_CACHED_EPOCHS = 4
 
-  def __init__(self, source: Source, global_batch_size: int, seed: int,
-               position: int = 0, shuffle: bool = True,
-               process_index: int = 0, process_count: int = 1,
-               prefetch: int = 2):
-    self.local_batch_size = _local_size(global_batch_size, process_index,
-                                        process_count)
+  def __init__(
+    self,
+    source: Source,
+    global_batch_size: int,
+    seed: int,
+    position: int = 0,
+    shuffle: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    prefetch: int = 2,
+  ):
+    self.local_batch_size = _local_size(global_batch_size, process_index, process_count)
     if len(source) == 0:
-      raise ValueError('cannot iterate over an empty source')
+      raise ValueError("cannot iterate over an empty source")
     if position < 0:
-      raise ValueError(f'position must be >= 0, got {position}')
+      raise ValueError(f"position must be >= 0, got {position}")
     self.source = source
     self.global_batch_size = int(global_batch_size)
     self.seed = int(seed)
@@ -135,12 +133,10 @@ class BatchIterator:
     self.process_count = int(process_count)
     self.prefetch = max(int(prefetch), 0)
     self._position = int(position)
-    self._orders: collections.OrderedDict[int, np.ndarray] = (
-        collections.OrderedDict())
+    self._orders: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
     self._lock = threading.Lock()
     self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-    self._pending: collections.deque[tuple[int, concurrent.futures.Future]] = (
-        collections.deque())
+    self._pending: collections.deque[tuple[int, concurrent.futures.Future]] = collections.deque()
 
   @property
   def position(self) -> int:
@@ -188,12 +184,10 @@ class BatchIterator:
       batch = self.batch_at(self._position)
     else:
       if self._executor is None:
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix='genjax-prefetch')
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="genjax-prefetch")
       while len(self._pending) < self.prefetch + 1:
         pos = self._position + len(self._pending) * self.global_batch_size
-        self._pending.append(
-            (pos, self._executor.submit(self.batch_at, pos)))
+        self._pending.append((pos, self._executor.submit(self.batch_at, pos)))
       pos, future = self._pending.popleft()
       assert pos == self._position, (pos, self._position)
       batch = future.result()
@@ -209,7 +203,7 @@ class BatchIterator:
       self._executor.shutdown(wait=False, cancel_futures=True)
       self._executor = None
 
-  def __enter__(self) -> 'BatchIterator':
+  def __enter__(self) -> BatchIterator:
     return self
 
   def __exit__(self, *exc) -> None:
@@ -222,9 +216,9 @@ class BatchIterator:
       pass
 
 
-def eval_batches(source: Source, batch_size: int, process_index: int = 0,
-                 process_count: int = 1
-                 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+def eval_batches(
+  source: Source, batch_size: int, process_index: int = 0, process_count: int = 1
+) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
   """Yields ``(batch, mask)`` covering ``source`` once, in order.
 
   Global batch k covers indices [k * B, (k + 1) * B) (B = ``batch_size``); the
@@ -248,57 +242,59 @@ def eval_batches(source: Source, batch_size: int, process_index: int = 0,
 def _describe_positions(bad: np.ndarray, limit: int = 5) -> str:
   """'[(row, col), ...]' for the first ``limit`` True entries of ``bad``."""
   where = [tuple(int(i) for i in p) for p in np.argwhere(bad)[:limit]]
-  more = ', ...' if int(bad.sum()) > limit else ''
-  return '[' + ', '.join(map(str, where)) + more + ']'
+  more = ", ..." if int(bad.sum()) > limit else ""
+  return "[" + ", ".join(map(str, where)) + more + "]"
 
 
 def validate_batch(batch: dict[str, Any], info: DatasetInfo) -> None:
   """Raises ValueError if ``batch`` breaks the batch contract for ``info``."""
   if not isinstance(batch, dict):
-    raise ValueError(f'batch must be a dict of arrays, got {type(batch)}')
-  data_key = 'image' if info.kind == 'image' else 'x'
-  required = [data_key] + (['label'] if info.num_classes > 0 else [])
+    raise ValueError(f"batch must be a dict of arrays, got {type(batch)}")
+  data_key = "image" if info.kind == "image" else "x"
+  required = [data_key] + (["label"] if info.num_classes > 0 else [])
   for key in required:
     if key not in batch:
-      raise ValueError(f"batch is missing key {key!r} (has {sorted(batch)}); "
-                       f"dataset {info.name!r} batches need {required}")
+      raise ValueError(
+        f"batch is missing key {key!r} (has {sorted(batch)}); dataset {info.name!r} batches need {required}"
+      )
   arrays = {k: np.asarray(v) for k, v in batch.items()}
   sizes = {k: (v.shape[0] if v.ndim else None) for k, v in arrays.items()}
   if len(set(sizes.values())) != 1 or None in sizes.values():
-    raise ValueError(f'batch sizes of keys disagree: {sizes}')
+    raise ValueError(f"batch sizes of keys disagree: {sizes}")
 
   data = arrays[data_key]
-  expected_dtype = np.uint8 if info.kind == 'image' else np.float32
+  expected_dtype = np.uint8 if info.kind == "image" else np.float32
   if data.dtype != expected_dtype:
     raise ValueError(
-        f"batch[{data_key!r}] has dtype {data.dtype} but dataset "
-        f"{info.name!r} expects {np.dtype(expected_dtype).name}")
+      f"batch[{data_key!r}] has dtype {data.dtype} but dataset "
+      f"{info.name!r} expects {np.dtype(expected_dtype).name}"
+    )
   if tuple(data.shape[1:]) != tuple(info.shape):
     raise ValueError(
-        f"batch[{data_key!r}] has per-example shape {tuple(data.shape[1:])} "
-        f"but dataset {info.name!r} has {tuple(info.shape)}")
-  if info.kind != 'image':
+      f"batch[{data_key!r}] has per-example shape {tuple(data.shape[1:])} "
+      f"but dataset {info.name!r} has {tuple(info.shape)}"
+    )
+  if info.kind != "image":
     bad = ~np.isfinite(data)
     if bad.any():
       raise ValueError(
-          f"batch['x'] has {int(bad.sum())} non-finite values (NaN/inf) at "
-          f"(row, column) {_describe_positions(bad)}")
+        f"batch['x'] has {int(bad.sum())} non-finite values (NaN/inf) at (row, column) {_describe_positions(bad)}"
+      )
 
-  if 'label' in arrays and info.num_classes > 0:
-    label = arrays['label']
+  if "label" in arrays and info.num_classes > 0:
+    label = arrays["label"]
     if label.dtype != np.int32:
-      raise ValueError(f"batch['label'] has dtype {label.dtype}, expected "
-                       'int32')
+      raise ValueError(f"batch['label'] has dtype {label.dtype}, expected int32")
     if label.ndim != 1:
-      raise ValueError(f"batch['label'] has shape {label.shape}, expected "
-                       '[B]')
+      raise ValueError(f"batch['label'] has shape {label.shape}, expected [B]")
     bad = (label < 0) | (label >= info.num_classes)
     if bad.any():
       rows = np.flatnonzero(bad)
       raise ValueError(
-          f"batch['label'] has {rows.size} values outside [0, "
-          f"{info.num_classes}) for dataset {info.name!r}, e.g. "
-          f'{int(label[rows[0]])} at row {int(rows[0])}')
+        f"batch['label'] has {rows.size} values outside [0, "
+        f"{info.num_classes}) for dataset {info.name!r}, e.g. "
+        f"{int(label[rows[0]])} at row {int(rows[0])}"
+      )
 
 
 def _cfg(config: Any, key: str, default: Any) -> Any:
@@ -309,8 +305,7 @@ def _cfg(config: Any, key: str, default: Any) -> Any:
 def _resize_arrays(splits, image_size: int):
   out = {}
   for split, arrays in splits.items():
-    images = np.stack([tfds_input.center_crop_resize(im, image_size)
-                       for im in arrays['image']])
+    images = np.stack([tfds_input.center_crop_resize(im, image_size) for im in arrays["image"]])
     out[split] = dict(arrays, image=images)
   return out
 
@@ -324,36 +319,41 @@ def load_dataset(config: Any) -> tuple[DatasetInfo, dict[str, Source]]:
   use 64), toy_num_train (20000), toy_num_test (5000). Toy splits are sampled
   with seeds 0 (train) and 1 (test); embedded splits are fixed.
   """
-  name = _cfg(config, 'name', 'mnist_embedded')
-  image_size = int(_cfg(config, 'image_size', 0) or 0)
+  name = _cfg(config, "name", "mnist_embedded")
+  image_size = int(_cfg(config, "image_size", 0) or 0)
   if name in EMBEDDED_DATASETS:
-    splits = (embedded.load_mnist_embedded() if name == 'mnist_embedded'
-              else embedded.load_digits_8x8())
-    if image_size and image_size != splits['train']['image'].shape[1]:
+    splits = embedded.load_mnist_embedded() if name == "mnist_embedded" else embedded.load_digits_8x8()
+    if image_size and image_size != splits["train"]["image"].shape[1]:
       splits = _resize_arrays(splits, image_size)
     sources = {k: ArraySource(v) for k, v in splits.items()}
-    shape = tuple(splits['train']['image'].shape[1:])
-    info = DatasetInfo(name, 'image', shape, 10, len(sources['train']),
-                       len(sources['test']))
+    shape = tuple(splits["train"]["image"].shape[1:])
+    info = DatasetInfo(name, "image", shape, 10, len(sources["train"]), len(sources["test"]))
   elif name in toy.TOYS:
     spec = toy.TOYS[name]
-    sizes = {'train': int(_cfg(config, 'toy_num_train', 20000)),
-             'test': int(_cfg(config, 'toy_num_test', 5000))}
-    sources = {split: ArraySource(toy.make_toy_split(name, n, seed))
-               for seed, (split, n) in enumerate(sizes.items())}
-    info = DatasetInfo(name, 'vector', (spec.dim,), spec.num_components,
-                       sizes['train'], sizes['test'])
+    sizes = {"train": int(_cfg(config, "toy_num_train", 20000)), "test": int(_cfg(config, "toy_num_test", 5000))}
+    sources = {
+      split: ArraySource(toy.make_toy_split(name, n, seed)) for seed, (split, n) in enumerate(sizes.items())
+    }
+    info = DatasetInfo(name, "vector", (spec.dim,), spec.num_components, sizes["train"], sizes["test"])
   elif name in tfds_input.TFDS_DATASETS:
     spec = tfds_input.TFDS_DATASETS[name]
-    kwargs = dict(data_dir=_cfg(config, 'data_dir', None),
-                  download=bool(_cfg(config, 'download', False)),
-                  image_size=image_size)
-    sources = {'train': tfds_input.TfdsSource(name, spec.train_split, **kwargs),
-               'test': tfds_input.TfdsSource(name, spec.test_split, **kwargs)}
-    info = DatasetInfo(name, 'image', tfds_input.image_shape(name, image_size),
-                       spec.num_classes, len(sources['train']),
-                       len(sources['test']))
+    kwargs = dict(
+      data_dir=_cfg(config, "data_dir", None),
+      download=bool(_cfg(config, "download", False)),
+      image_size=image_size,
+    )
+    sources = {
+      "train": tfds_input.TfdsSource(name, spec.train_split, **kwargs),
+      "test": tfds_input.TfdsSource(name, spec.test_split, **kwargs),
+    }
+    info = DatasetInfo(
+      name,
+      "image",
+      tfds_input.image_shape(name, image_size),
+      spec.num_classes,
+      len(sources["train"]),
+      len(sources["test"]),
+    )
   else:
-    raise ValueError(f'unknown dataset name {name!r}; valid names: '
-                     f'{", ".join(DATASET_NAMES)}')
+    raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(DATASET_NAMES)}")
   return info, sources

@@ -23,14 +23,12 @@ def to_symmetric(image: jax.Array) -> jax.Array:
 
 def from_unit(x: jax.Array) -> jax.Array:
   """float[...] in [0, 1] -> uint8[...] (round(x * 255), clipped to 0..255)."""
-  return jnp.clip(jnp.round(jnp.asarray(x, jnp.float32) * 255.0), 0,
-                  255).astype(jnp.uint8)
+  return jnp.clip(jnp.round(jnp.asarray(x, jnp.float32) * 255.0), 0, 255).astype(jnp.uint8)
 
 
 def from_symmetric(x: jax.Array) -> jax.Array:
   """float[...] in [-1, 1] -> uint8[...] (round((x + 1) * 127.5), clipped)."""
-  return jnp.clip(jnp.round((jnp.asarray(x, jnp.float32) + 1.0) * 127.5), 0,
-                  255).astype(jnp.uint8)
+  return jnp.clip(jnp.round((jnp.asarray(x, jnp.float32) + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
 def binarize_dynamic(key: jax.Array, image: jax.Array) -> jax.Array:
@@ -47,8 +45,7 @@ def binarize_threshold(image: jax.Array, threshold: float = 0.5) -> jax.Array:
   return (to_unit(image) > threshold).astype(jnp.float32)
 
 
-def dequantize_uniform(key: jax.Array, image: jax.Array,
-                       num_bins: int = 256) -> jax.Array:
+def dequantize_uniform(key: jax.Array, image: jax.Array, num_bins: int = 256) -> jax.Array:
   """uint8[...] in 0..num_bins-1 -> float32[...] in [0, 1): (x + u) / num_bins.
 
   ``u ~ U[0, 1)`` per pixel, so ``floor(y * num_bins) == x``. The result is

@@ -12,7 +12,8 @@ and resized with PIL (bilinear, antialiased when downscaling).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ class TfdsSpec:
     num_classes: 0 when the dataset has no 'label' feature.
     default_image_size: side used when the config says 0 (native); 0 = keep.
   """
+
   tfds_name: str
   train_split: str
   test_split: str
@@ -42,17 +44,14 @@ class TfdsSpec:
 
 
 TFDS_DATASETS: dict[str, TfdsSpec] = {
-    'mnist': TfdsSpec('mnist', 'train', 'test', (28, 28, 1), 10),
-    'fashion_mnist': TfdsSpec('fashion_mnist', 'train', 'test', (28, 28, 1),
-                              10),
-    'cifar10': TfdsSpec('cifar10', 'train', 'test', (32, 32, 3), 10),
-    'celeb_a': TfdsSpec('celeb_a', 'train', 'test', (218, 178, 3), 0,
-                        default_image_size=64, manual_download=True),
-    # The official train and validation splits have only 10 images per class
-    # each; both are used for training and the 6,149-image test split for
-    # evaluation.
-    'oxford_flowers102': TfdsSpec('oxford_flowers102', 'train+validation',
-                                  'test', None, 102, default_image_size=64),
+  "mnist": TfdsSpec("mnist", "train", "test", (28, 28, 1), 10),
+  "fashion_mnist": TfdsSpec("fashion_mnist", "train", "test", (28, 28, 1), 10),
+  "cifar10": TfdsSpec("cifar10", "train", "test", (32, 32, 3), 10),
+  "celeb_a": TfdsSpec("celeb_a", "train", "test", (218, 178, 3), 0, default_image_size=64, manual_download=True),
+  # The official train and validation splits have only 10 images per class
+  # each; both are used for training and the 6,149-image test split for
+  # evaluation.
+  "oxford_flowers102": TfdsSpec("oxford_flowers102", "train+validation", "test", None, 102, default_image_size=64),
 }
 
 
@@ -77,10 +76,11 @@ def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
   Uses PIL bilinear resampling, which antialiases when downscaling.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   h, w, c = image.shape
   side = min(h, w)
   top, left = (h - side) // 2, (w - side) // 2
-  image = image[top:top + side, left:left + side]
+  image = image[top : top + side, left : left + side]
   if side == size:
     return np.ascontiguousarray(image)
   pil = Image.fromarray(image[..., 0] if c == 1 else image)
@@ -88,8 +88,9 @@ def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
   return out.reshape(size, size, c)
 
 
-def convert_records(records: Sequence[dict[str, Any]], image_size: int = 0,
-                    with_label: bool = True) -> dict[str, np.ndarray]:
+def convert_records(
+  records: Sequence[dict[str, Any]], image_size: int = 0, with_label: bool = True
+) -> dict[str, np.ndarray]:
   """Converts decoded tfds records to a batch.
 
   Args:
@@ -103,82 +104,80 @@ def convert_records(records: Sequence[dict[str, Any]], image_size: int = 0,
   """
   images = []
   for r in records:
-    img = np.asarray(r['image'])
+    img = np.asarray(r["image"])
     if img.ndim == 2:
       img = img[..., None]
     if img.dtype != np.uint8:
-      raise ValueError(f'tfds image has dtype {img.dtype}, expected uint8')
+      raise ValueError(f"tfds image has dtype {img.dtype}, expected uint8")
     if image_size:
       img = center_crop_resize(img, image_size)
     images.append(img)
   shapes = {im.shape for im in images}
   if len(shapes) > 1:
     raise ValueError(
-        f'tfds images have different shapes {sorted(shapes)}; set an '
-        'image_size > 0 to center-crop and resize them to a common size.')
-  batch = {'image': np.stack(images)}
+      f"tfds images have different shapes {sorted(shapes)}; set an "
+      "image_size > 0 to center-crop and resize them to a common size."
+    )
+  batch = {"image": np.stack(images)}
   if with_label:
-    batch['label'] = np.asarray([r['label'] for r in records], np.int32)
+    batch["label"] = np.asarray([r["label"] for r in records], np.int32)
   return batch
 
 
-def unavailable_message(name: str, split: str, data_dir: str | None,
-                        download: bool, error: BaseException,
-                        not_prepared: bool = False) -> str:
+def unavailable_message(
+  name: str, split: str, data_dir: str | None, download: bool, error: BaseException, not_prepared: bool = False
+) -> str:
   """Explains how to make tfds dataset ``name`` available."""
   spec = TFDS_DATASETS.get(name)
   tfds_name = spec.tfds_name if spec else name
-  where = data_dir or ('~/tensorflow_datasets (the tfds default, or '
-                       '$TFDS_DATA_DIR)')
+  where = data_dir or ("~/tensorflow_datasets (the tfds default, or $TFDS_DATA_DIR)")
   lines = [
-      f"Could not open tfds dataset '{tfds_name}' split '{split}' in "
-      f'data_dir={where} (download={download}): '
-      + ('no prepared copy was found there. ' if not_prepared else '')
-      + f'tfds said {type(error).__name__}: '
-      + (str(error).splitlines()[0] if str(error) else ''),
-      'genjax reads tfds datasets with random access, which needs them '
-      'prepared in the array_record format. To get it:',
-      f'  * on a machine with network access run `tfds build {tfds_name} '
-      f'--file_format=array_record --data_dir=DIR` and copy DIR here '
-      '(this machine may have no network), then pass '
-      '--config.data.data_dir=DIR;',
-      '  * or place already prepared array_record data under data_dir '
-      f'(DIR/{tfds_name}/VERSION/...);',
+    f"Could not open tfds dataset '{tfds_name}' split '{split}' in "
+    f"data_dir={where} (download={download}): "
+    + ("no prepared copy was found there. " if not_prepared else "")
+    + f"tfds said {type(error).__name__}: "
+    + (str(error).splitlines()[0] if str(error) else ""),
+    "genjax reads tfds datasets with random access, which needs them "
+    "prepared in the array_record format. To get it:",
+    f"  * on a machine with network access run `tfds build {tfds_name} "
+    f"--file_format=array_record --data_dir=DIR` and copy DIR here "
+    "(this machine may have no network), then pass "
+    "--config.data.data_dir=DIR;",
+    f"  * or place already prepared array_record data under data_dir (DIR/{tfds_name}/VERSION/...);",
   ]
   if not download:
-    lines.append('  * or set --config.data.download=True to let tfds '
-                 'download and prepare it (needs network).')
+    lines.append("  * or set --config.data.download=True to let tfds download and prepare it (needs network).")
   if spec is not None and spec.manual_download:
     lines.append(
-        f'  * note: {tfds_name} may need a manual download (its hosting is '
-        'often rate limited); see '
-        f'https://www.tensorflow.org/datasets/catalog/{tfds_name} and put the '
-        'files in DIR/downloads/manual.')
-  lines.append("  * or use a dataset that needs no download: 'mnist_embedded' "
-               "or 'digits_8x8'.")
-  return '\n'.join(lines)
+      f"  * note: {tfds_name} may need a manual download (its hosting is "
+      "often rate limited); see "
+      f"https://www.tensorflow.org/datasets/catalog/{tfds_name} and put the "
+      "files in DIR/downloads/manual."
+    )
+  lines.append("  * or use a dataset that needs no download: 'mnist_embedded' or 'digits_8x8'.")
+  return "\n".join(lines)
 
 
-def open_data_source(name: str, split: str, data_dir: str | None = None,
-                     download: bool = False):
+def open_data_source(name: str, split: str, data_dir: str | None = None, download: bool = False):
   """``tfds.data_source`` with failures re-raised as DatasetUnavailableError."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   tfds_name = TFDS_DATASETS[name].tfds_name if name in TFDS_DATASETS else name
   try:
-    return tfds.data_source(tfds_name, split=split, data_dir=data_dir,
-                            download=download)
+    return tfds.data_source(tfds_name, split=split, data_dir=data_dir, download=download)
   except Exception as e:  # tfds raises many types: not found, network, ...
-    raise DatasetUnavailableError(unavailable_message(
-        name, split, data_dir, download, e,
-        not_prepared=not download and not _is_prepared(tfds_name, data_dir))
+    raise DatasetUnavailableError(
+      unavailable_message(
+        name, split, data_dir, download, e, not_prepared=not download and not _is_prepared(tfds_name, data_dir)
+      )
     ) from e
 
 
 def _is_prepared(tfds_name: str, data_dir: str | None) -> bool:
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   try:
-    return tfds.builder(tfds_name, data_dir=data_dir,
-                        file_format='array_record').is_prepared()
+    return tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record").is_prepared()
   except Exception:  # pylint: disable=broad-except
     return False
 
@@ -191,11 +190,11 @@ class TfdsSource:
   dataset has classes), resized per ``image_size``.
   """
 
-  def __init__(self, name: str, split: str, *, data_dir: str | None = None,
-               download: bool = False, image_size: int = 0):
+  def __init__(
+    self, name: str, split: str, *, data_dir: str | None = None, download: bool = False, image_size: int = 0
+  ):
     if name not in TFDS_DATASETS:
-      raise ValueError(f'unknown tfds dataset {name!r}; supported: '
-                       f'{sorted(TFDS_DATASETS)}')
+      raise ValueError(f"unknown tfds dataset {name!r}; supported: {sorted(TFDS_DATASETS)}")
     self.name = name
     self.split = split
     self.image_size = effective_image_size(name, image_size)
@@ -222,15 +221,13 @@ class TfdsSource:
     n = len(self)
     for k in keys:
       if not 0 <= k < n:
-        raise IndexError(f'index {k} out of range for {self.name} '
-                         f'{self.split!r} of size {n}')
+        raise IndexError(f"index {k} out of range for {self.name} {self.split!r} of size {n}")
     if not keys:
-      batch = {'image': np.zeros((0,) + (self.shape or (0, 0, 3)), np.uint8)}
+      batch = {"image": np.zeros((0,) + (self.shape or (0, 0, 3)), np.uint8)}
       if self.with_label:
-        batch['label'] = np.zeros((0,), np.int32)
+        batch["label"] = np.zeros((0,), np.int32)
       return batch
     return convert_records(self._read(keys), self.image_size, self.with_label)
 
   def __repr__(self) -> str:
-    return (f'TfdsSource({self.name!r}, split={self.split!r}, '
-            f'len={len(self)}, image_size={self.image_size})')
+    return f"TfdsSource({self.name!r}, split={self.split!r}, len={len(self)}, image_size={self.image_size})"

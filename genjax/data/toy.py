@@ -14,12 +14,11 @@ z ~ N(0, 1), d = 2 or 8).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-SampleFn = Callable[[np.random.Generator, int],
-                    tuple[np.ndarray, np.ndarray | None]]
+SampleFn = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray | None]]
 LogProbFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -37,6 +36,7 @@ class ToySpec:
     log_prob: ``log_prob(x[n, D]) -> float64[n]`` exact log density, or None.
     num_components: K when ``sample`` returns labels, else 0.
   """
+
   name: str
   dim: int
   sample: SampleFn
@@ -55,7 +55,7 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
 def _as_rows(x: np.ndarray, dim: int) -> np.ndarray:
   x = np.asarray(x, np.float64)
   if x.ndim != 2 or x.shape[1] != dim:
-    raise ValueError(f'expected x of shape [n, {dim}], got {x.shape}')
+    raise ValueError(f"expected x of shape [n, {dim}], got {x.shape}")
   return x
 
 
@@ -72,16 +72,14 @@ def gaussian_mixture(name: str, means: np.ndarray, std: float) -> ToySpec:
   def log_prob(x: np.ndarray) -> np.ndarray:
     x = _as_rows(x, dim)
     sq = np.sum((x[:, None, :] - means[None]) ** 2, axis=-1)  # [n, K]
-    log_comp = (-0.5 * sq / std**2
-                - dim * (np.log(std) + 0.5 * np.log(2 * np.pi)))
+    log_comp = -0.5 * sq / std**2 - dim * (np.log(std) + 0.5 * np.log(2 * np.pi))
     return _logsumexp(log_comp, axis=1) - np.log(k)
 
-  return ToySpec(name, dim, sample, means, std, log_prob,
-                 num_components=k if k > 1 else 0)
+  return ToySpec(name, dim, sample, means, std, log_prob, num_components=k if k > 1 else 0)
 
 
 def _gaussian_1d() -> ToySpec:
-  spec = gaussian_mixture('gaussian_1d', np.zeros((1, 1)), 1.0)
+  spec = gaussian_mixture("gaussian_1d", np.zeros((1, 1)), 1.0)
 
   def sample(rng: np.random.Generator, n: int):
     return rng.standard_normal((n, 1)).astype(np.float32), None
@@ -107,13 +105,12 @@ def _two_moons() -> ToySpec:
     x = (p - _MOONS_CENTER) * _MOONS_SCALE
     return x.astype(np.float32), label.astype(np.int32)
 
-  return ToySpec('two_moons', 2, sample, None, None, None, num_components=2)
+  return ToySpec("two_moons", 2, sample, None, None, None, num_components=2)
 
 
 # checkerboard: 4x4 board of unit squares over [-2, 2]^2; the "dark" squares
 # are cells (i, j) (lower-left corner (-2 + i, -2 + j)) with i + j even.
-_DARK_CELLS = np.array([(i, j) for i in range(4) for j in range(4)
-                        if (i + j) % 2 == 0], np.float64)  # [8, 2]
+_DARK_CELLS = np.array([(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0], np.float64)  # [8, 2]
 
 
 def _checkerboard() -> ToySpec:
@@ -131,37 +128,36 @@ def _checkerboard() -> ToySpec:
     dark = inside & (np.sum(cell, axis=1) % 2 == 0)
     return np.where(dark, -np.log(len(corners)), -np.inf)
 
-  return ToySpec('checkerboard', 2, sample, corners + 0.5, None, log_prob,
-                 num_components=len(corners))
+  return ToySpec("checkerboard", 2, sample, corners + 0.5, None, log_prob, num_components=len(corners))
 
 
 def _ring8() -> ToySpec:
   angle = 2 * np.pi * np.arange(8) / 8
   means = 2.0 * np.stack([np.cos(angle), np.sin(angle)], axis=1)
-  return gaussian_mixture('ring8', means, 0.05)
+  return gaussian_mixture("ring8", means, 0.05)
 
 
 def _grid25() -> ToySpec:
   g = np.array([-4.0, -2.0, 0.0, 2.0, 4.0])
-  means = np.stack(np.meshgrid(g, g, indexing='ij'), axis=-1).reshape(-1, 2)
-  return gaussian_mixture('grid25', means, 0.05)
+  means = np.stack(np.meshgrid(g, g, indexing="ij"), axis=-1).reshape(-1, 2)
+  return gaussian_mixture("grid25", means, 0.05)
 
 
 def _bimodal(name: str, distance: float) -> ToySpec:
-  return gaussian_mixture(name, np.array([[-distance / 2], [distance / 2]]),
-                          0.5)
+  return gaussian_mixture(name, np.array([[-distance / 2], [distance / 2]]), 0.5)
 
 
 TOYS: dict[str, ToySpec] = {
-    spec.name: spec for spec in (
-        _two_moons(),
-        _ring8(),
-        _grid25(),
-        _checkerboard(),
-        _gaussian_1d(),
-        _bimodal('bimodal_near', 2.0),
-        _bimodal('bimodal_far', 8.0),
-    )
+  spec.name: spec
+  for spec in (
+    _two_moons(),
+    _ring8(),
+    _grid25(),
+    _checkerboard(),
+    _gaussian_1d(),
+    _bimodal("bimodal_near", 2.0),
+    _bimodal("bimodal_far", 8.0),
+  )
 }
 
 
@@ -173,9 +169,9 @@ def make_toy_split(name: str, n: int, seed: int) -> dict[str, np.ndarray]:
   test).
   """
   if name not in TOYS:
-    raise ValueError(f'unknown toy {name!r}; valid toys: {sorted(TOYS)}')
+    raise ValueError(f"unknown toy {name!r}; valid toys: {sorted(TOYS)}")
   x, label = TOYS[name].sample(np.random.default_rng(seed), int(n))
-  out = {'x': x}
+  out = {"x": x}
   if label is not None:
-    out['label'] = label
+    out["label"] = label
   return out

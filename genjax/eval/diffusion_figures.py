@@ -11,9 +11,19 @@ from genjax.eval.plots import scatter_image
 KINDS = ("samples", "trajectory", "interpolation")
 
 
-def ddpm_figure(family, params, test, kind: str, num: int, key: jax.Array, sampler: str = "ancestral",
-                ddim_steps: int = 50, eta: float = 0.0, trajectory_every: int = 0,
-                interp_t: int = 500) -> tuple[np.ndarray, int | None]:
+def ddpm_figure(
+  family,
+  params,
+  test,
+  kind: str,
+  num: int,
+  key: jax.Array,
+  sampler: str = "ancestral",
+  ddim_steps: int = 50,
+  eta: float = 0.0,
+  trajectory_every: int = 0,
+  interp_t: int = 500,
+) -> tuple[np.ndarray, int | None]:
   """`(uint8[N, H, W, C], ncol)` for `experiments.sample --kind=...` with a `DDPMFamily`.
 
   samples: `num` samples (vector data: one scatter picture of `num` points).

@@ -15,9 +15,14 @@ from collections.abc import Callable
 import numpy as np
 
 
-def optimal_discriminator_gap(d_prob: Callable[[np.ndarray], np.ndarray],
-                              data_log_prob: Callable[[np.ndarray], np.ndarray], samples: np.ndarray,
-                              lo: float, hi: float, num_points: int = 400) -> dict[str, float]:
+def optimal_discriminator_gap(
+  d_prob: Callable[[np.ndarray], np.ndarray],
+  data_log_prob: Callable[[np.ndarray], np.ndarray],
+  samples: np.ndarray,
+  lo: float,
+  hi: float,
+  num_points: int = 400,
+) -> dict[str, float]:
   """Compares `d_prob(x float32[M, 1]) -> D(x) [M]` with `D*` on a grid of `[lo, hi]`.
 
   `samples` `[N, 1]` are the generator's. Returns `d_gap_mean` (E_mix |D - D*|),
@@ -25,6 +30,7 @@ def optimal_discriminator_gap(d_prob: Callable[[np.ndarray], np.ndarray],
   `d_star_mean` / `d_mean` (E_mix of each), all under the grid's mixture weights.
   """
   from scipy.stats import gaussian_kde
+
   samples = np.asarray(samples, np.float64).reshape(-1)
   if samples.size < 2:
     raise ValueError(f"need at least 2 generated samples, got {samples.size}")
@@ -37,5 +43,9 @@ def optimal_discriminator_gap(d_prob: Callable[[np.ndarray], np.ndarray],
   w = mix / mix.sum()
   region = mix > 0.01 * mix.max()
   gap = np.abs(d - d_star)
-  return {"d_gap_mean": float(np.sum(w * gap)), "d_gap_max": float(gap[region].max()),
-          "d_star_mean": float(np.sum(w * d_star)), "d_mean": float(np.sum(w * d))}
+  return {
+    "d_gap_mean": float(np.sum(w * gap)),
+    "d_gap_max": float(gap[region].max()),
+    "d_star_mean": float(np.sum(w * d_star)),
+    "d_mean": float(np.sum(w * d)),
+  }

@@ -63,10 +63,14 @@ class FeatureClassifier:
 
 
 def _cache_path(cfg: Any, info: Any) -> str:
-  spec = json.dumps({k: list(v) if isinstance(v, tuple) else v for k, v in cfg.to_dict().items()
-                     if k != "cache_dir"}, sort_keys=True)
+  spec = json.dumps(
+    {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.to_dict().items() if k != "cache_dir"},
+    sort_keys=True,
+  )
   digest = hashlib.sha256(spec.encode()).hexdigest()[:12]
-  root = cfg.cache_dir or os.environ.get("GENJAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "genjax")
+  root = (
+    cfg.cache_dir or os.environ.get("GENJAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "genjax")
+  )
   shape = "x".join(map(str, info.shape))
   return os.path.join(root, "feature_classifier", f"{info.name}_{shape}_{digest}.npz")
 
@@ -74,8 +78,10 @@ def _cache_path(cfg: Any, info: Any) -> str:
 def train(cfg: Any, info: Any, splits: dict) -> FeatureClassifier:
   """Trains the classifier on `splits['train']` (Adam, cross-entropy) and scores `splits['test']`."""
   if info.kind != "image" or info.num_classes <= 0:
-    raise ValueError(f"the feature classifier needs labelled images, but dataset {info.name!r} is "
-                     f"{info.kind!r} data with {info.num_classes} classes; use eval.feature_net='inception'")
+    raise ValueError(
+      f"the feature classifier needs labelled images, but dataset {info.name!r} is "
+      f"{info.kind!r} data with {info.num_classes} classes; use eval.feature_net='inception'"
+    )
   net = ConvClassifier(tuple(cfg.features), int(cfg.hidden), info.num_classes)
   key = jax.random.key(cfg.seed)
   params = net.init(key, jnp.zeros((1,) + tuple(info.shape)))["params"]
@@ -87,6 +93,7 @@ def train(cfg: Any, info: Any, splits: dict) -> FeatureClassifier:
     def loss_fn(p):
       logits = net.apply({"params": p}, preprocess.to_symmetric(images))[1]
       return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -116,7 +123,8 @@ def accuracy(clf: FeatureClassifier, source, batch_size: int = 500) -> float:
 def load_or_train(data_config: Any, cfg: Any | None = None) -> FeatureClassifier:
   """The cached classifier for `data_config`'s dataset, trained (and cached) on first use."""
   if cfg is None:
-    from configs import feature_classifier
+    from genjax.configs import feature_classifier
+
     cfg = feature_classifier.get_config()
   info, splits = data_lib.load_dataset(data_config)
   path = _cache_path(cfg, info)

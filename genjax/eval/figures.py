@@ -27,9 +27,18 @@ class Subset:
     return self.source[self.idx[np.asarray(indices)]]
 
 
-def autoencoder_figure(family: Any, params: Any, source: Any, kind: str, num: int, key: jax.Array,
-                       seed: int = 0, temperature: float = 1.0, label: int = 1,
-                       spherical: bool = False) -> tuple[np.ndarray, int | None]:
+def autoencoder_figure(
+  family: Any,
+  params: Any,
+  source: Any,
+  kind: str,
+  num: int,
+  key: jax.Array,
+  seed: int = 0,
+  temperature: float = 1.0,
+  label: int = 1,
+  spherical: bool = False,
+) -> tuple[np.ndarray, int | None]:
   """Images for one figure kind and the grid's column count (None = square).
 
   Args:
@@ -69,15 +78,24 @@ def autoencoder_figure(family: Any, params: Any, source: Any, kind: str, num: in
     path = latent.add_attribute(z[pick], vector, ATTRIBUTE_SCALES)
     lab = np.repeat(labels[pick], len(ATTRIBUTE_SCALES)) if family.conditional else None
     return latent.decode_images(family, params, path.reshape(-1, path.shape[-1]), lab), len(ATTRIBUTE_SCALES)
-  raise ValueError(f"unknown figure kind {kind!r}; expected one of {KINDS[:-1]} (latent_map is drawn by "
-                   f"latent.save_latent_map)")
+  raise ValueError(
+    f"unknown figure kind {kind!r}; expected one of {KINDS[:-1]} (latent_map is drawn by latent.save_latent_map)"
+  )
 
 
 AUTOREGRESSIVE_KINDS = ("samples", "completion")
 
 
-def autoregressive_figure(family: Any, params: Any, source: Any, kind: str, num: int, key: jax.Array,
-                          temperature: float = 1.0, label: int | None = None) -> tuple[np.ndarray, int | None]:
+def autoregressive_figure(
+  family: Any,
+  params: Any,
+  source: Any,
+  kind: str,
+  num: int,
+  key: jax.Array,
+  temperature: float = 1.0,
+  label: int | None = None,
+) -> tuple[np.ndarray, int | None]:
   """Images for a PixelCNN figure and the grid's column count (None = square).
 
   'samples' draws `num` images (a conditional model: all of class `label`, or cycling
@@ -101,9 +119,13 @@ def autoregressive_figure(family: Any, params: Any, source: Any, kind: str, num:
     n = max(num // 2, 1)
     batch = source[np.arange(n) % len(source)]
     cond = batch.get("label") if family.conditional else None
-    done = np.asarray(jax.jit(family.complete, static_argnames="temperature")(
-        params, key, batch["image"], cond, temperature=temperature))
+    done = np.asarray(
+      jax.jit(family.complete, static_argnames="temperature")(
+        params, key, batch["image"], cond, temperature=temperature
+      )
+    )
     pairs = np.stack([batch["image"], done], axis=1).reshape((2 * n,) + done.shape[1:])
     return pairs, None
-  raise ValueError(f"unknown figure kind {kind!r} for an autoregressive model; expected one of "
-                   f"{AUTOREGRESSIVE_KINDS}")
+  raise ValueError(
+    f"unknown figure kind {kind!r} for an autoregressive model; expected one of {AUTOREGRESSIVE_KINDS}"
+  )

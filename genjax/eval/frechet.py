@@ -66,16 +66,17 @@ def batched_features(features: FeatureFn, images: np.ndarray, batch_size: int = 
   n = len(images)
   out = []
   for start in range(0, n, batch_size):
-    chunk = images[start:start + batch_size]
+    chunk = images[start : start + batch_size]
     pad = batch_size - len(chunk) if n > batch_size else 0
     if pad:
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-    out.append(np.asarray(features(chunk))[:len(chunk) - pad])
+    out.append(np.asarray(features(chunk))[: len(chunk) - pad])
   return np.concatenate(out).astype(np.float32)
 
 
-def frechet_distance_images(features: FeatureFn, images1: np.ndarray, images2: np.ndarray,
-                            batch_size: int = 500) -> float:
+def frechet_distance_images(
+  features: FeatureFn, images1: np.ndarray, images2: np.ndarray, batch_size: int = 500
+) -> float:
   """The Frechet distance between the feature statistics of two `uint8[N, H, W, C]` image sets."""
   s1 = feature_statistics(batched_features(features, images1, batch_size))
   s2 = feature_statistics(batched_features(features, images2, batch_size))

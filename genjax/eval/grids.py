@@ -22,13 +22,14 @@ def image_grid(images: np.ndarray, ncol: int | None = None, pad: int = 1) -> np.
   for i in range(n):
     r, col = divmod(i, ncol)
     y, x = pad + r * (h + pad), pad + col * (w + pad)
-    grid[y:y + h, x:x + w] = images[i]
+    grid[y : y + h, x : x + w] = images[i]
   return grid
 
 
 def save_png(path: str, grid: np.ndarray, scale: int = 1) -> str:
   """Writes a `uint8[H, W, C]` (C = 1 or 3) image to `path`, upscaled by `scale`; returns `path`."""
   from PIL import Image
+
   grid = np.asarray(grid)
   if scale > 1:
     grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)

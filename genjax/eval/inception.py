@@ -39,12 +39,13 @@ import numpy as np
 from flax import traverse_util
 
 FID_SIZE = 299
-MIN_SIZE = 75      # the smallest input the strided convs and pools accept
+MIN_SIZE = 75  # the smallest input the strided convs and pools accept
 NUM_FEATURES = 2048
 
 
 class BasicConv(nn.Module):
   """Conv (no bias) -> batch norm (eps 1e-3, running statistics) -> ReLU on `[N, H, W, C]`."""
+
   features: int
   kernel: tuple[int, int] = (1, 1)
   strides: int = 1
@@ -53,8 +54,9 @@ class BasicConv(nn.Module):
   @nn.compact
   def __call__(self, x):
     (ph, pw) = self.padding
-    x = nn.Conv(self.features, self.kernel, strides=self.strides, padding=((ph, ph), (pw, pw)),
-                use_bias=False, name="conv")(x)
+    x = nn.Conv(
+      self.features, self.kernel, strides=self.strides, padding=((ph, ph), (pw, pw)), use_bias=False, name="conv"
+    )(x)
     x = nn.BatchNorm(use_running_average=True, epsilon=1e-3, name="bn")(x)
     return nn.relu(x)
 
@@ -70,6 +72,7 @@ def _avg_pool_exclude_pad(x):
 
 class InceptionA(nn.Module):
   """35x35 block: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1 -> 224 + pool_features channels."""
+
   pool_features: int
 
   @nn.compact
@@ -98,6 +101,7 @@ class InceptionB(nn.Module):
 
 class InceptionC(nn.Module):
   """17x17 block with factorized 7x7 convs (`c7` inner width) -> 768 channels."""
+
   c7: int
 
   @nn.compact
@@ -133,18 +137,29 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
   """8x8 block with split 1x3/3x1 branches -> 2048 channels; the pool branch averages
   (padding excluded) or, in FID's last block, max-pools."""
+
   max_pool: bool = False
 
   @nn.compact
   def __call__(self, x):
     b1 = BasicConv(320, name="branch1x1")(x)
     b3 = BasicConv(384, name="branch3x3_1")(x)
-    b3 = jnp.concatenate([BasicConv(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
-                          BasicConv(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3)], axis=-1)
+    b3 = jnp.concatenate(
+      [
+        BasicConv(384, (1, 3), padding=(0, 1), name="branch3x3_2a")(b3),
+        BasicConv(384, (3, 1), padding=(1, 0), name="branch3x3_2b")(b3),
+      ],
+      axis=-1,
+    )
     bd = BasicConv(448, name="branch3x3dbl_1")(x)
     bd = BasicConv(384, (3, 3), padding=(1, 1), name="branch3x3dbl_2")(bd)
-    bd = jnp.concatenate([BasicConv(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
-                          BasicConv(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd)], axis=-1)
+    bd = jnp.concatenate(
+      [
+        BasicConv(384, (1, 3), padding=(0, 1), name="branch3x3dbl_3a")(bd),
+        BasicConv(384, (3, 1), padding=(1, 0), name="branch3x3dbl_3b")(bd),
+      ],
+      axis=-1,
+    )
     pooled = _max_pool(x, stride=1, pad=1) if self.max_pool else _avg_pool_exclude_pad(x)
     bp = BasicConv(192, name="branch_pool")(pooled)
     return jnp.concatenate([b1, b3, bd, bp], axis=-1)
@@ -197,8 +212,9 @@ def expected_shapes() -> dict[str, tuple[int, ...]]:
 
 @lru_cache(maxsize=1)
 def _expected_shapes() -> tuple:
-  shapes = jax.eval_shape(partial(InceptionV3().init, jax.random.key(0)),
-                          jnp.zeros((1, MIN_SIZE, MIN_SIZE, 3), jnp.float32))
+  shapes = jax.eval_shape(
+    partial(InceptionV3().init, jax.random.key(0)), jnp.zeros((1, MIN_SIZE, MIN_SIZE, 3), jnp.float32)
+  )
   return tuple((k, tuple(v.shape)) for k, v in flatten_variables(shapes).items())
 
 
@@ -228,16 +244,21 @@ def check_weights(flat: Mapping[str, np.ndarray], source: str = "weights") -> No
   want = expected_shapes()
   missing = sorted(set(want) - set(flat))
   unexpected = sorted(set(flat) - set(want))
-  misshaped = [f"{k}: {tuple(np.shape(flat[k]))} (expected {want[k]})"
-               for k in sorted(set(want) & set(flat)) if tuple(np.shape(flat[k])) != want[k]]
+  misshaped = [
+    f"{k}: {tuple(np.shape(flat[k]))} (expected {want[k]})"
+    for k in sorted(set(want) & set(flat))
+    if tuple(np.shape(flat[k])) != want[k]
+  ]
   problems = []
   for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("mis-shaped keys", misshaped)):
     if items:
       shown = ", ".join(items[:10]) + (f", ... ({len(items)} in all)" if len(items) > 10 else "")
       problems.append(f"{title}: {shown}")
   if problems:
-    raise ValueError(f"{source} is not a FID Inception-v3 weights file ({len(want)} keys expected, see "
-                     f"genjax/eval/inception.py): " + "; ".join(problems))
+    raise ValueError(
+      f"{source} is not a FID Inception-v3 weights file ({len(want)} keys expected, see "
+      f"genjax/eval/inception.py): " + "; ".join(problems)
+    )
 
 
 def save_weights(path: str, variables: Mapping) -> None:
@@ -251,21 +272,29 @@ def save_weights(path: str, variables: Mapping) -> None:
 def load_weights(path: str) -> dict:
   """The `{'params', 'batch_stats'}` in the `.npz` at `path`, checked key by key against the module."""
   if not path:
-    raise ValueError("no Inception weights file given (eval.inception_weights is empty); convert pytorch-fid's "
-                     "pt_inception-2015-12-05-*.pth with scripts/convert_inception_weights.py")
+    raise ValueError(
+      "no Inception weights file given (eval.inception_weights is empty); convert pytorch-fid's "
+      "pt_inception-2015-12-05-*.pth with scripts/convert_inception_weights.py"
+    )
   if not os.path.isfile(path):
-    raise FileNotFoundError(f"Inception weights file {path!r} does not exist; convert pytorch-fid's "
-                            f"pt_inception-2015-12-05-*.pth with scripts/convert_inception_weights.py")
+    raise FileNotFoundError(
+      f"Inception weights file {path!r} does not exist; convert pytorch-fid's "
+      f"pt_inception-2015-12-05-*.pth with scripts/convert_inception_weights.py"
+    )
   with np.load(path) as data:
     flat = {k: np.asarray(data[k], np.float32) for k in data.files}
   check_weights(flat, f"Inception weights file {path!r}")
   return traverse_util.unflatten_dict({k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
 
 
-_TORCH_LEAVES = {"conv.weight": ("params", "conv/kernel"), "bn.weight": ("params", "bn/scale"),
-                 "bn.bias": ("params", "bn/bias"), "bn.running_mean": ("batch_stats", "bn/mean"),
-                 "bn.running_var": ("batch_stats", "bn/var")}
-TORCH_IGNORED = ("fc.weight", "fc.bias")   # the 1008-way ImageNet head; `*.num_batches_tracked` too
+_TORCH_LEAVES = {
+  "conv.weight": ("params", "conv/kernel"),
+  "bn.weight": ("params", "bn/scale"),
+  "bn.bias": ("params", "bn/bias"),
+  "bn.running_mean": ("batch_stats", "bn/mean"),
+  "bn.running_var": ("batch_stats", "bn/var"),
+}
+TORCH_IGNORED = ("fc.weight", "fc.bias")  # the 1008-way ImageNet head; `*.num_batches_tracked` too
 
 
 def torch_key_to_flax(name: str) -> str | None:
@@ -275,10 +304,12 @@ def torch_key_to_flax(name: str) -> str | None:
     return None
   for leaf, (collection, flax_leaf) in _TORCH_LEAVES.items():
     if name.endswith("." + leaf):
-      module = name[:-len(leaf) - 1].replace(".", "/")
+      module = name[: -len(leaf) - 1].replace(".", "/")
       return f"{collection}/{module}/{flax_leaf}"
-  raise ValueError(f"torch state dict key {name!r} is not part of the FID Inception-v3 (expected "
-                   f"'<module>.conv.weight' or '<module>.bn.{{weight,bias,running_mean,running_var}}')")
+  raise ValueError(
+    f"torch state dict key {name!r} is not part of the FID Inception-v3 (expected "
+    f"'<module>.conv.weight' or '<module>.bn.{{weight,bias,running_mean,running_var}}')"
+  )
 
 
 def from_torch_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -314,11 +345,11 @@ def make_features(variables: Mapping, size: int = FID_SIZE, batch_size: int = 50
     images = np.asarray(images)
     out = []
     for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
+      chunk = images[start : start + batch_size]
       pad = batch_size - len(chunk)
       if pad:
         chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, axis=0)])
-      out.append(np.asarray(_features(variables, jnp.asarray(chunk), size))[:batch_size - pad])
+      out.append(np.asarray(_features(variables, jnp.asarray(chunk), size))[: batch_size - pad])
     return np.concatenate(out) if out else np.zeros((0, NUM_FEATURES), np.float32)
 
   return features

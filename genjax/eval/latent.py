@@ -21,11 +21,13 @@ def _encode_fn(family):
     cond = jax.nn.one_hot(label, family.num_classes) if family.conditional else None
     mean, _ = family.encode(params, x, cond)
     return mean
+
   return encode
 
 
-def encode_split(family: Any, params: Any, source: Any, key: jax.Array,
-                 batch_size: int = 500) -> tuple[np.ndarray, np.ndarray | None]:
+def encode_split(
+  family: Any, params: Any, source: Any, key: jax.Array, batch_size: int = 500
+) -> tuple[np.ndarray, np.ndarray | None]:
   """Posterior means (VAE) or codes (AE) of every example: `(z [N, Z], labels [N] or None)`."""
   encode = _encode_fn(family)
   zs, labels = [], []
@@ -74,8 +76,10 @@ def save_latent_map(path: str, z: np.ndarray, labels: np.ndarray | None) -> str:
   if z.shape[1] != 2:
     raise ValueError(f"a latent map needs a 2-D latent, got latent_dim={z.shape[1]}")
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(6, 6))
   sc = ax.scatter(z[:, 0], z[:, 1], c=labels, cmap="tab10", s=4)
   if labels is not None:

@@ -11,8 +11,9 @@ def fit_pca(x: np.ndarray, num_components: int) -> tuple[np.ndarray, np.ndarray]
   if x.ndim != 2:
     raise ValueError(f"fit_pca expects [N, D] data, got shape {x.shape}")
   if not 0 < num_components <= min(x.shape):
-    raise ValueError(f"num_components must be in [1, {min(x.shape)}] for data of shape {x.shape}, "
-                     f"got {num_components}")
+    raise ValueError(
+      f"num_components must be in [1, {min(x.shape)}] for data of shape {x.shape}, got {num_components}"
+    )
   mean = x.mean(axis=0)
   _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
   return mean, vt[:num_components]

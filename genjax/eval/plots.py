@@ -25,8 +25,11 @@ def scatter_image(points: jax.Array, lo: float, hi: float, size: int = 128) -> j
   col = jnp.floor(cell[:, 0]).astype(jnp.int32)
   row = size - 1 - jnp.floor(cell[:, 1]).astype(jnp.int32)
   inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
-  counts = jnp.zeros((size, size), jnp.float32).at[jnp.clip(row, 0, size - 1), jnp.clip(col, 0, size - 1)].add(
-      inside.astype(jnp.float32))
+  counts = (
+    jnp.zeros((size, size), jnp.float32)
+    .at[jnp.clip(row, 0, size - 1), jnp.clip(col, 0, size - 1)]
+    .add(inside.astype(jnp.float32))
+  )
   return _shade(counts)[..., None]
 
 

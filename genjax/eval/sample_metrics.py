@@ -45,16 +45,22 @@ def feature_network(config: Any):
   name = config.eval.get("feature_net", "classifier")
   if name == "classifier":
     from genjax.eval.feature_classifier import load_or_train
+
     clf = load_or_train(config.data)
     return clf.features, {"feature_net": "classifier", "feature_classifier_test_accuracy": clf.test_accuracy}
   if name == "inception":
     from genjax.eval import inception
+
     path = config.eval.get("inception_weights", "")
     if not path:
-      raise ValueError("eval.feature_net='inception' needs eval.inception_weights: the .npz converted from "
-                       "pytorch-fid's pt_inception-2015-12-05-*.pth by scripts/convert_inception_weights.py")
-    return inception.make_features(inception.load_weights(path)), {"feature_net": "inception",
-                                                                   "inception_weights": path}
+      raise ValueError(
+        "eval.feature_net='inception' needs eval.inception_weights: the .npz converted from "
+        "pytorch-fid's pt_inception-2015-12-05-*.pth by scripts/convert_inception_weights.py"
+      )
+    return inception.make_features(inception.load_weights(path)), {
+      "feature_net": "inception",
+      "inception_weights": path,
+    }
   raise ValueError(f"eval.feature_net={name!r} is not valid; expected 'classifier' or 'inception'")
 
 
@@ -74,9 +80,13 @@ def image_statistics(exp: Any, params: Any, model_state: Any, key: jax.Array, nu
   fake_stats = frechet.feature_statistics(frechet.batched_features(features, fake))
   train = _all(exp.splits["train"], len(test))["image"]
   train_stats = frechet.feature_statistics(frechet.batched_features(features, train))
-  out.update(frechet_distance=frechet.frechet_distance(*fake_stats, *test_stats),
-             frechet_test_vs_train=frechet.frechet_distance(*train_stats, *test_stats),
-             frechet_num_generated=num, frechet_num_test=len(test), frechet_num_train=len(train))
+  out.update(
+    frechet_distance=frechet.frechet_distance(*fake_stats, *test_stats),
+    frechet_test_vs_train=frechet.frechet_distance(*train_stats, *test_stats),
+    frechet_num_generated=num,
+    frechet_num_test=len(test),
+    frechet_num_train=len(train),
+  )
   return out
 
 
@@ -96,7 +106,8 @@ def toy_statistics(exp: Any, params: Any, model_state: Any, key: jax.Array, num:
   out["energy_distance_target"] = energy_distance(target, test)
   if spec.modes is not None and spec.mode_std is not None:
     out["target_high_quality_fraction"] = mode_statistics(target, spec.modes, spec.mode_std)[
-        "high_quality_fraction"]
+      "high_quality_fraction"
+    ]
   if spec.dim == 1 and spec.log_prob is not None and hasattr(family, "logits"):
     lo, hi = family.picture_range() if hasattr(family, "picture_range") else (-8.0, 8.0)
     d_fn = jax.jit(lambda g: jax.nn.sigmoid(family.logits(params["discriminator"], model_state, g)[0]))

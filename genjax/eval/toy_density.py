@@ -22,17 +22,17 @@ _MOONS_NOISE = 0.05
 
 def _two_moons_log_prob(x: np.ndarray, num_points: int = 4000) -> np.ndarray:
   x = np.asarray(x, np.float64)
-  t = (np.arange(num_points) + 0.5) * np.pi / num_points              # midpoint rule on [0, pi]
+  t = (np.arange(num_points) + 0.5) * np.pi / num_points  # midpoint rule on [0, pi]
   outer = np.stack([np.cos(t), np.sin(t)], axis=1)
   inner = np.stack([1.0 - np.cos(t), 0.5 - np.sin(t)], axis=1)
-  centres = (np.concatenate([outer, inner]) - toy._MOONS_CENTER) * toy._MOONS_SCALE    # [2T, 2]
+  centres = (np.concatenate([outer, inner]) - toy._MOONS_CENTER) * toy._MOONS_SCALE  # [2T, 2]
   std = _MOONS_NOISE * toy._MOONS_SCALE
   out = np.empty(len(x))
-  for start in range(0, len(x), 1024):                                  # [chunk, 2T] at a time
-    sq = np.sum((x[start:start + 1024, None, :] - centres[None]) ** 2, axis=-1)
+  for start in range(0, len(x), 1024):  # [chunk, 2T] at a time
+    sq = np.sum((x[start : start + 1024, None, :] - centres[None]) ** 2, axis=-1)
     log_comp = -0.5 * sq / std**2 - np.log(2 * np.pi * std**2)
     m = log_comp.max(axis=1)
-    out[start:start + 1024] = m + np.log(np.mean(np.exp(log_comp - m[:, None]), axis=1))
+    out[start : start + 1024] = m + np.log(np.mean(np.exp(log_comp - m[:, None]), axis=1))
   return out
 
 
@@ -42,8 +42,10 @@ def log_prob(name: str, x: np.ndarray) -> np.ndarray:
     return _two_moons_log_prob(x)
   spec = toy.TOYS.get(name)
   if spec is None or spec.log_prob is None:
-    raise ValueError(f"no exact density for toy {name!r}; expected one of "
-                     f"{sorted(['two_moons'] + [k for k, s in toy.TOYS.items() if s.log_prob is not None])}")
+    raise ValueError(
+      f"no exact density for toy {name!r}; expected one of "
+      f"{sorted(['two_moons'] + [k for k, s in toy.TOYS.items() if s.log_prob is not None])}"
+    )
   return spec.log_prob(x)
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def mode_statistics(samples: np.ndarray, modes: np.ndarray, mode_std: float, num_std: float = 3.0,
-                    min_count: int | None = None) -> dict[str, float]:
+def mode_statistics(
+  samples: np.ndarray, modes: np.ndarray, mode_std: float, num_std: float = 3.0, min_count: int | None = None
+) -> dict[str, float]:
   """Modes covered and the high-quality fraction of `samples` `[N, D]` against `modes` `[K, D]`.
 
   Returns `modes_covered` (count), `num_modes` (K), `high_quality_fraction` and
@@ -24,8 +25,9 @@ def mode_statistics(samples: np.ndarray, modes: np.ndarray, mode_std: float, num
   samples = np.asarray(samples, np.float64)
   modes = np.asarray(modes, np.float64)
   if samples.ndim != 2 or modes.ndim != 2 or samples.shape[1] != modes.shape[1]:
-    raise ValueError(f"expected samples [N, D] and modes [K, D] with the same D, got {samples.shape} and "
-                     f"{modes.shape}")
+    raise ValueError(
+      f"expected samples [N, D] and modes [K, D] with the same D, got {samples.shape} and {modes.shape}"
+    )
   if mode_std <= 0:
     raise ValueError(f"mode_std must be positive, got {mode_std}")
   n, k = len(samples), len(modes)
@@ -38,8 +40,12 @@ def mode_statistics(samples: np.ndarray, modes: np.ndarray, mode_std: float, num
   weights = counts / max(counts.sum(), 1)
   uniform = np.full(k, 1.0 / k)
   mode_kl = float(np.sum(uniform * (np.log(uniform) - np.log(np.maximum(weights, 1e-12)))))
-  return {"modes_covered": float((counts >= min_count).sum()), "num_modes": float(k),
-          "high_quality_fraction": float(good.mean()) if n else 0.0, "mode_kl": mode_kl}
+  return {
+    "modes_covered": float((counts >= min_count).sum()),
+    "num_modes": float(k),
+    "high_quality_fraction": float(good.mean()) if n else 0.0,
+    "mode_kl": mode_kl,
+  }
 
 
 def energy_distance(x: np.ndarray, y: np.ndarray) -> float:

@@ -14,18 +14,23 @@ def get_family(model_config: Any, info: Any) -> Family:
   name = model_config.family
   if name == "autoencoder":
     from genjax.models.autoencoder import AutoencoderFamily
+
     return AutoencoderFamily(model_config, info)
   if name == "pixelcnn":
     from genjax.models.pixelcnn import PixelCNNFamily
+
     return PixelCNNFamily(model_config, info)
   if name == "realnvp":
     from genjax.models.realnvp import RealNVPFamily
+
     return RealNVPFamily(model_config, info)
   if name == "gan":
     from genjax.models.gan import GANFamily
+
     return GANFamily(model_config, info)
   if name == "ddpm":
     from genjax.models.ddpm import DDPMFamily
+
     return DDPMFamily(model_config, info)
   raise ValueError(f"unknown model family {name!r}; expected one of {FAMILIES}")
 

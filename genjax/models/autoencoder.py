@@ -19,7 +19,8 @@ Gaussian integrated over each of the 256 bins: an exact discrete likelihood.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -131,10 +132,13 @@ class AutoencoderFamily:
       raise ValueError(f"model.latent_dim must be positive, got {cfg.latent_dim}")
     if cfg.beta < 0:
       raise ValueError(f"model.beta must be >= 0, got {cfg.beta}")
-    if cfg.kind == "dae" and not (cfg.corruption_level >= 0 and
-                                  (cfg.corruption == "gaussian" or cfg.corruption_level <= 1)):
-      raise ValueError(f"model.corruption_level={cfg.corruption_level} is not valid for {cfg.corruption!r} "
-                       f"corruption; expected >= 0 (and <= 1 for masking)")
+    if cfg.kind == "dae" and not (
+      cfg.corruption_level >= 0 and (cfg.corruption == "gaussian" or cfg.corruption_level <= 1)
+    ):
+      raise ValueError(
+        f"model.corruption_level={cfg.corruption_level} is not valid for {cfg.corruption!r} "
+        f"corruption; expected >= 0 (and <= 1 for masking)"
+      )
     if cfg.kind == "cvae" and info.num_classes <= 0:
       raise ValueError(f"model.kind='cvae' needs labels, but dataset {info.name!r} has none")
     self.cfg = cfg
@@ -146,9 +150,14 @@ class AutoencoderFamily:
     self.image_shape = tuple(info.shape)
     self.num_dims = math.prod(self.image_shape)
     self.net = AutoencoderNet(
-        variational=self.variational, arch=cfg.arch, latent_dim=cfg.latent_dim,
-        hidden=tuple(cfg.hidden), features=tuple(cfg.features), image_shape=self.image_shape,
-        learn_variance=cfg.likelihood != "bernoulli" and cfg.learn_variance)
+      variational=self.variational,
+      arch=cfg.arch,
+      latent_dim=cfg.latent_dim,
+      hidden=tuple(cfg.hidden),
+      features=tuple(cfg.features),
+      image_shape=self.image_shape,
+      learn_variance=cfg.likelihood != "bernoulli" and cfg.learn_variance,
+    )
     self.best_metric = "bits_per_dim" if self.variational else "recon_nll"
     self.best_mode = "min"
 
@@ -229,8 +238,12 @@ class AutoencoderFamily:
       kl = losses.gaussian_kl(mean, logvar)
       loss = -jnp.mean(losses.elbo(ll, kl, self.cfg.beta))
       elbo = ll - kl
-      metrics = {"elbo": jnp.mean(elbo), "kl": jnp.mean(kl), "recon_nll": -jnp.mean(ll),
-                 "bits_per_dim": jnp.mean(self._bits(-elbo))}
+      metrics = {
+        "elbo": jnp.mean(elbo),
+        "kl": jnp.mean(kl),
+        "recon_nll": -jnp.mean(ll),
+        "bits_per_dim": jnp.mean(self._bits(-elbo)),
+      }
     else:
       nll = -self._log_likelihood(x, self.decode(params, mean, cond))
       loss = jnp.mean(nll)
@@ -273,8 +286,7 @@ class AutoencoderFamily:
     log_w = jax.lax.map(log_weight, jax.random.split(key, num_samples))  # [K, B]
     return losses.iwae_bound(log_w, axis=0)
 
-  def sample(self, params, key, num: int, labels: jax.Array | None = None,
-             temperature: float = 1.0) -> jax.Array:
+  def sample(self, params, key, num: int, labels: jax.Array | None = None, temperature: float = 1.0) -> jax.Array:
     """Decoder means for `z ~ N(0, temperature^2 I)`: `uint8[num, H, W, C]`.
 
     The conditional VAE takes `labels` (`int[num]`); by default they cycle through the classes.

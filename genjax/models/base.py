@@ -8,7 +8,8 @@ returned value, never as hidden state, and is `{}` for families without any.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import jax
 
@@ -27,16 +28,15 @@ class Family(Protocol):
   def init(self, key: jax.Array, batch: Batch) -> tuple[Any, Any]:
     """Returns `(params, model_state)` for inputs shaped like `batch`."""
 
-  def loss(self, params: Any, model_state: Any, batch: Batch,
-           key: jax.Array) -> tuple[jax.Array, tuple[Metrics, Any]]:
+  def loss(
+    self, params: Any, model_state: Any, batch: Batch, key: jax.Array
+  ) -> tuple[jax.Array, tuple[Metrics, Any]]:
     """Training objective: `(scalar loss, (scalar metrics, new model_state))`."""
 
-  def evaluate(self, params: Any, model_state: Any, batch: Batch, key: jax.Array,
-               **options: Any) -> Metrics:
+  def evaluate(self, params: Any, model_state: Any, batch: Batch, key: jax.Array, **options: Any) -> Metrics:
     """Per-example evaluation metrics, each `[B]`, averaged over a split by the caller."""
 
-  def sample_grid(self, params: Any, model_state: Any, key: jax.Array, batch: Batch,
-                  num: int) -> jax.Array:
+  def sample_grid(self, params: Any, model_state: Any, key: jax.Array, batch: Batch, num: int) -> jax.Array:
     """`uint8[num, H, W, C]` images that show the model: samples or reconstructions.
 
     Families of vector (toy) data return one picture, `uint8[1, S, S, 1]`, drawn

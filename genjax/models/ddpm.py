@@ -43,10 +43,12 @@ class DDPMFamily:
   """Denoising diffusion probabilistic model as pure functions of `(params, batch, key)`."""
 
   def __init__(self, cfg: Any, info: Any):
-    for name, value, choices in (("model.schedule", cfg.schedule, diffusion.SCHEDULES),
-                                 ("model.variance", cfg.variance, diffusion.VARIANCES),
-                                 ("model.sampler", cfg.sampler, SAMPLERS),
-                                 ("model.grid_sampler", cfg.grid_sampler, SAMPLERS)):
+    for name, value, choices in (
+      ("model.schedule", cfg.schedule, diffusion.SCHEDULES),
+      ("model.variance", cfg.variance, diffusion.VARIANCES),
+      ("model.sampler", cfg.sampler, SAMPLERS),
+      ("model.grid_sampler", cfg.grid_sampler, SAMPLERS),
+    ):
       if value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; expected one of {choices}")
     self.cfg, self.info = cfg, info
@@ -56,9 +58,15 @@ class DDPMFamily:
     self.shape = tuple(info.shape)
     self.num_dims = math.prod(self.shape)
     if self.images:
-      self.net = UNet(ch=cfg.ch, ch_mult=tuple(cfg.ch_mult), num_res_blocks=cfg.num_res_blocks,
-                      attn_resolutions=tuple(cfg.attn_resolutions), dropout=cfg.dropout,
-                      norm_groups=cfg.norm_groups, pad_to=cfg.pad_to)
+      self.net = UNet(
+        ch=cfg.ch,
+        ch_mult=tuple(cfg.ch_mult),
+        num_res_blocks=cfg.num_res_blocks,
+        attn_resolutions=tuple(cfg.attn_resolutions),
+        dropout=cfg.dropout,
+        norm_groups=cfg.norm_groups,
+        pad_to=cfg.pad_to,
+      )
       self.clip_denoised = bool(cfg.clip_denoised)
     else:
       if cfg.data_scale <= 0:
@@ -115,8 +123,9 @@ class DDPMFamily:
     out = {"simple_loss": diffusion.simple_loss(noise, eps_fn(xt, t))}
     decoder = None if self.images else self._gaussian_decoder_nll
     if not full_bound:
-      nll = diffusion.single_t_bound(s, eps_fn, k_bound, x0, self.variance, self.clip_denoised,
-                                     decoder_nll=decoder)
+      nll = diffusion.single_t_bound(
+        s, eps_fn, k_bound, x0, self.variance, self.clip_denoised, decoder_nll=decoder
+      )
       out["nll_bound_estimate"] = self._nll_to_data(nll)
       if self.images:
         out["bits_per_dim_estimate"] = losses.bits_per_dim(nll, self.num_dims)
@@ -124,8 +133,12 @@ class DDPMFamily:
     terms = diffusion.full_bound(s, eps_fn, k_bound, x0, self.variance, self.clip_denoised, decoder_nll=decoder)
     out["nll_bound"] = self._nll_to_data(terms["total"])
     if self.images:
-      for name, key_ in (("bits_per_dim", "total"), ("prior_bits_per_dim", "prior"),
-                         ("kl_bits_per_dim", "kl"), ("decoder_bits_per_dim", "decoder")):
+      for name, key_ in (
+        ("bits_per_dim", "total"),
+        ("prior_bits_per_dim", "prior"),
+        ("kl_bits_per_dim", "kl"),
+        ("decoder_bits_per_dim", "decoder"),
+      ):
         out[name] = losses.bits_per_dim(terms[key_], self.num_dims)
     else:
       out.update(prior_nats=terms["prior"], kl_nats=terms["kl"], decoder_nats=terms["decoder"])
@@ -134,13 +147,20 @@ class DDPMFamily:
   @staticmethod
   def _gaussian_decoder_nll(x0, mean, logvar):
     """Continuous `-log N(x0; mean, e^logvar)` summed over dimensions, `[B]` (vector data)."""
-    return -losses.gaussian_log_prob(x0, mean, jnp.broadcast_to(logvar, x0.shape)).reshape(
-        x0.shape[0], -1).sum(-1)
+    return -losses.gaussian_log_prob(x0, mean, jnp.broadcast_to(logvar, x0.shape)).reshape(x0.shape[0], -1).sum(-1)
 
   # ------------------------------------------------------------------ sampling
 
-  def sample(self, params, key, num: int, sampler: str | None = None, ddim_steps: int | None = None,
-             eta: float | None = None, trajectory_every: int = 0):
+  def sample(
+    self,
+    params,
+    key,
+    num: int,
+    sampler: str | None = None,
+    ddim_steps: int | None = None,
+    eta: float | None = None,
+    trajectory_every: int = 0,
+  ):
     """`num` samples in model space, `float32[num, *shape]` (and the trajectory, if asked).
 
     `sampler` (default `model.sampler`): 'ancestral' (all T steps; `trajectory_every=k`
@@ -150,14 +170,16 @@ class DDPMFamily:
     shape = (num,) + self.shape
     eps_fn = self.eps_fn(params)
     if sampler == "ancestral":
-      return diffusion.ancestral_sample(self.schedule, eps_fn, key, shape, self.variance, self.clip_denoised,
-                                        trajectory_every)
+      return diffusion.ancestral_sample(
+        self.schedule, eps_fn, key, shape, self.variance, self.clip_denoised, trajectory_every
+      )
     if sampler == "ddim":
       if trajectory_every:
         raise ValueError("trajectory_every is only supported by the ancestral sampler")
       steps = int(ddim_steps or self.cfg.ddim_steps)
-      return diffusion.ddim_sample(self.schedule, eps_fn, key, shape, steps,
-                                   self.cfg.ddim_eta if eta is None else eta, self.clip_denoised)
+      return diffusion.ddim_sample(
+        self.schedule, eps_fn, key, shape, steps, self.cfg.ddim_eta if eta is None else eta, self.clip_denoised
+      )
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
   def generate(self, params, model_state, key, num: int, labels=None):
@@ -181,6 +203,15 @@ class DDPMFamily:
     if not 0 <= t < self.num_timesteps:
       raise ValueError(f"interpolation step t must be in [0, {self.num_timesteps}), got {t}")
     x_a, x_b = (preprocess.to_symmetric(im) for im in (image_a, image_b))
-    x = diffusion.interpolate(self.schedule, self.eps_fn(params), key, x_a, x_b, t, jnp.linspace(0.0, 1.0, num),
-                              self.variance, self.clip_denoised)
+    x = diffusion.interpolate(
+      self.schedule,
+      self.eps_fn(params),
+      key,
+      x_a,
+      x_b,
+      t,
+      jnp.linspace(0.0, 1.0, num),
+      self.variance,
+      self.clip_denoised,
+    )
     return self.to_data(x)

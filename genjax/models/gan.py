@@ -72,14 +72,19 @@ class GANFamily:
     if cfg.conditional and info.num_classes <= 0:
       raise ValueError(f"model.conditional=True needs labels, but dataset {info.name!r} has none")
     if cfg.arch == "dcgan" and info.kind != "image":
-      raise ValueError(f"model.arch='dcgan' models images, but dataset {info.name!r} is {info.kind!r} data; "
-                       f"use model.arch='mlp'")
+      raise ValueError(
+        f"model.arch='dcgan' models images, but dataset {info.name!r} is {info.kind!r} data; use model.arch='mlp'"
+      )
     if cfg.arch == "mlp" and info.kind != "vector":
-      raise ValueError(f"model.arch='mlp' models toy vectors, but dataset {info.name!r} is {info.kind!r} data; "
-                       f"use model.arch='dcgan'")
+      raise ValueError(
+        f"model.arch='mlp' models toy vectors, but dataset {info.name!r} is {info.kind!r} data; "
+        f"use model.arch='dcgan'"
+      )
     if cfg.loss == "wgan_gp" and cfg.arch == "dcgan":
-      raise ValueError("model.loss='wgan_gp' needs a critic without batch norm (the penalty is per example); "
-                       "use it with model.arch='mlp'")
+      raise ValueError(
+        "model.loss='wgan_gp' needs a critic without batch norm (the penalty is per example); "
+        "use it with model.arch='mlp'"
+      )
     self.cfg, self.info = cfg, info
     self.images = info.kind == "image"
     self.shape = tuple(info.shape)
@@ -146,8 +151,9 @@ class GANFamily:
       loss = losses.gan_hinge_discriminator_loss(real_logits, fake_logits)
     else:
       critic = lambda x: self.logits(d_params, model_state, x, labels)[0]
-      loss = (losses.wgan_critic_loss(real_logits, fake_logits)
-              + self.cfg.gp_weight * losses.gradient_penalty(critic, real, fake, k_gp))
+      loss = losses.wgan_critic_loss(real_logits, fake_logits) + self.cfg.gp_weight * losses.gradient_penalty(
+        critic, real, fake, k_gp
+      )
     metrics = {"d_real": jnp.mean(jax.nn.sigmoid(real_logits)), "d_fake": jnp.mean(jax.nn.sigmoid(fake_logits))}
     return loss, (metrics, d_stats)
 
@@ -187,10 +193,12 @@ class GANFamily:
   def loss(self, params, model_state, batch, key):
     """Both players' losses at `params` (no update); the loss returned is D's."""
     k_d, k_g = jax.random.split(key)
-    loss_d, (metrics, _) = self.discriminator_loss(params["discriminator"], params["generator"], model_state,
-                                                   batch, k_d)
-    loss_g, (g_metrics, _) = self.generator_loss(params["generator"], params["discriminator"], model_state,
-                                                 batch, k_g)
+    loss_d, (metrics, _) = self.discriminator_loss(
+      params["discriminator"], params["generator"], model_state, batch, k_d
+    )
+    loss_g, (g_metrics, _) = self.generator_loss(
+      params["generator"], params["discriminator"], model_state, batch, k_g
+    )
     return loss_d, (dict(metrics, **g_metrics, loss_d=loss_d, loss_g=loss_g), model_state)
 
   def evaluate(self, params, model_state, batch, key):
@@ -198,8 +206,11 @@ class GANFamily:
     fake, _ = self.fake(params["generator"], model_state, self.noise(key, real.shape[0]), labels)
     d_real = jax.nn.sigmoid(self.logits(params["discriminator"], model_state, real, labels)[0])
     d_fake = jax.nn.sigmoid(self.logits(params["discriminator"], model_state, fake, labels)[0])
-    out = {"d_real": d_real, "d_fake": d_fake,
-           "disc_accuracy": 0.5 * ((d_real > 0.5).astype(jnp.float32) + (d_fake < 0.5).astype(jnp.float32))}
+    out = {
+      "d_real": d_real,
+      "d_fake": d_fake,
+      "disc_accuracy": 0.5 * ((d_real > 0.5).astype(jnp.float32) + (d_fake < 0.5).astype(jnp.float32)),
+    }
     if self.gaussian_toy:
       modes, std = jnp.asarray(self.toy.modes, jnp.float32), float(self.toy.mode_std)
       sq = jnp.sum(jnp.square(fake[:, None, :] - modes[None]), axis=-1)  # [B, K]

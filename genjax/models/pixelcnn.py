@@ -40,9 +40,11 @@ class PixelCNNFamily:
   def __init__(self, cfg: Any, info: Any):
     if info.kind != "image":
       raise ValueError(f"PixelCNN models images, but dataset {info.name!r} is {info.kind!r} data")
-    for name, value, choices in (("model.variant", cfg.variant, VARIANTS),
-                                 ("model.likelihood", cfg.likelihood, LIKELIHOODS),
-                                 ("model.binarization", cfg.binarization, BINARIZATIONS)):
+    for name, value, choices in (
+      ("model.variant", cfg.variant, VARIANTS),
+      ("model.likelihood", cfg.likelihood, LIKELIHOODS),
+      ("model.binarization", cfg.binarization, BINARIZATIONS),
+    ):
       if value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; expected one of {choices}")
     if cfg.conditional and info.num_classes <= 0:
@@ -56,12 +58,22 @@ class PixelCNNFamily:
     num_logits = 256 if self.categorical else 1
     channels = self.image_shape[-1]
     if cfg.variant == "plain":
-      self.net = PixelCNN(features=cfg.features, num_blocks=cfg.num_blocks, num_logits=num_logits,
-                          num_color_channels=channels, num_classes=self.num_classes)
+      self.net = PixelCNN(
+        features=cfg.features,
+        num_blocks=cfg.num_blocks,
+        num_logits=num_logits,
+        num_color_channels=channels,
+        num_classes=self.num_classes,
+      )
     else:
-      self.net = GatedPixelCNN(features=cfg.features, num_layers=cfg.num_layers, kernel_size=cfg.kernel_size,
-                               num_logits=num_logits, num_color_channels=channels,
-                               num_classes=self.num_classes)
+      self.net = GatedPixelCNN(
+        features=cfg.features,
+        num_layers=cfg.num_layers,
+        kernel_size=cfg.kernel_size,
+        num_logits=num_logits,
+        num_color_channels=channels,
+        num_classes=self.num_classes,
+      )
     self.best_metric = "bits_per_dim"
     self.best_mode = "min"
 
@@ -132,7 +144,7 @@ class PixelCNNFamily:
 
     def body(i, values):
       row, col, ch = i // (w * c), (i // c) % w, i % c
-      logits = self.logits(params, values, labels)[:, row, col, ch]      # [N, K]
+      logits = self.logits(params, values, labels)[:, row, col, ch]  # [N, K]
       v = self._draw(jax.random.fold_in(key, i), logits, temperature)
       return values.at[:, row, col, ch].set(v)
 
@@ -162,8 +174,9 @@ class PixelCNNFamily:
     h, w, c = self.image_shape
     values = self.values(jnp.asarray(image), key)
     start = (h // 2) * w * c
-    return self._to_image(self._fill(params, key, values, self._check_labels(labels, image.shape[0]),
-                                     start, temperature))
+    return self._to_image(
+      self._fill(params, key, values, self._check_labels(labels, image.shape[0]), start, temperature)
+    )
 
   def sample_grid(self, params, model_state, key, batch, num: int) -> jax.Array:
     return self.sample(params, key, num)

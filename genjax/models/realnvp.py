@@ -54,16 +54,26 @@ class RealNVPFamily:
         raise ValueError(f"model.num_scales must be >= 1, got {cfg.num_scales}")
       h, w, _ = self.shape
       if h % 2 ** (cfg.num_scales - 1) or w % 2 ** (cfg.num_scales - 1):
-        raise ValueError(f"model.num_scales={cfg.num_scales} needs the image size {h}x{w} to halve "
-                         f"{cfg.num_scales - 1} time(s)")
-      self.net = MultiScaleFlow(num_scales=cfg.num_scales, features=cfg.features, num_blocks=cfg.num_blocks,
-                                batch_norm=self.batch_norm, bn_momentum=cfg.bn_momentum)
+        raise ValueError(
+          f"model.num_scales={cfg.num_scales} needs the image size {h}x{w} to halve {cfg.num_scales - 1} time(s)"
+        )
+      self.net = MultiScaleFlow(
+        num_scales=cfg.num_scales,
+        features=cfg.features,
+        num_blocks=cfg.num_blocks,
+        batch_norm=self.batch_norm,
+        bn_momentum=cfg.bn_momentum,
+      )
       self.best_metric = "bits_per_dim"
     else:
       if cfg.num_couplings < 1:
         raise ValueError(f"model.num_couplings must be >= 1, got {cfg.num_couplings}")
-      self.net = VectorFlow(num_couplings=cfg.num_couplings, hidden=tuple(cfg.hidden),
-                            batch_norm=self.batch_norm, bn_momentum=cfg.bn_momentum)
+      self.net = VectorFlow(
+        num_couplings=cfg.num_couplings,
+        hidden=tuple(cfg.hidden),
+        batch_norm=self.batch_norm,
+        bn_momentum=cfg.bn_momentum,
+      )
       self.best_metric = "nll"
     self.best_mode = "min"
 
@@ -110,7 +120,7 @@ class RealNVPFamily:
   def _metrics(self, log_p):
     if not self.is_image:
       return {"nll": -log_p}
-    nll = -log_p + self.num_dims * math.log(NUM_BINS)   # bound on the 8-bit data's NLL, nats
+    nll = -log_p + self.num_dims * math.log(NUM_BINS)  # bound on the 8-bit data's NLL, nats
     return {"nll": nll, "bits_per_dim": losses.dequantized_bits_per_dim(-log_p, self.num_dims, NUM_BINS)}
 
   def _data(self, batch, key):
@@ -184,7 +194,7 @@ class RealNVPFamily:
     """
     za, zb = self.encode(params, model_state, a), self.encode(params, model_state, b)
     theta = jnp.linspace(0.0, jnp.pi / 2, num_steps)[None, :, None]
-    z = jnp.cos(theta) * za[:, None] + jnp.sin(theta) * zb[:, None]       # [N, T, D]
+    z = jnp.cos(theta) * za[:, None] + jnp.sin(theta) * zb[:, None]  # [N, T, D]
     out = self.decode(params, model_state, z.reshape((-1, self.num_dims)))
     return out.reshape((za.shape[0], num_steps) + out.shape[1:])
 
@@ -203,7 +213,7 @@ class RealNVPFamily:
     if self.shape != (2,):
       raise ValueError(f"a density picture needs 2-D data, got shape {self.shape}")
     centres = lo + (jnp.arange(size) + 0.5) * (hi - lo) / size
-    gx, gy = jnp.meshgrid(centres, centres, indexing="xy")                # gy varies along rows
+    gx, gy = jnp.meshgrid(centres, centres, indexing="xy")  # gy varies along rows
     points = jnp.stack([gx.reshape(-1), gy.reshape(-1)], axis=-1)
     log_p, _ = self.log_prob(params, model_state, points, train=False)
     return log_p.reshape(size, size), ((hi - lo) / size) ** 2

@@ -7,7 +7,7 @@ convolutions from a small dense-projected feature map.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -17,11 +17,12 @@ import jax.numpy as jnp
 def check_divisible(image_shape: Sequence[int], num_stages: int) -> None:
   """Raises ValueError if H and W are not divisible by 2**num_stages."""
   h, w = image_shape[0], image_shape[1]
-  f = 2 ** num_stages
+  f = 2**num_stages
   if h % f or w % f:
     raise ValueError(
-        f"image size {h}x{w} is not divisible by 2**{num_stages} = {f} "
-        f"(one factor of 2 per conv stage in features); use fewer stages or pad the images")
+      f"image size {h}x{w} is not divisible by 2**{num_stages} = {f} "
+      f"(one factor of 2 per conv stage in features); use fewer stages or pad the images"
+    )
 
 
 class ConvEncoder(nn.Module):
@@ -53,8 +54,8 @@ class ConvDecoder(nn.Module):
   `[B, Z]` (+ optional conditioning `[B, K]`) -> `[B, H, W, out_channels]` (unnormalized).
   """
 
-  features: Sequence[int]          # encoder order; the decoder walks it backwards
-  image_shape: Sequence[int]       # (H, W, C) of the output
+  features: Sequence[int]  # encoder order; the decoder walks it backwards
+  image_shape: Sequence[int]  # (H, W, C) of the output
   hidden: int = 256
 
   @nn.compact
@@ -62,7 +63,7 @@ class ConvDecoder(nn.Module):
     h, w, c = self.image_shape
     stages = len(self.features)
     check_divisible((h, w), stages)
-    h0, w0 = h // 2 ** stages, w // 2 ** stages
+    h0, w0 = h // 2**stages, w // 2**stages
     if cond is not None:
       z = jnp.concatenate([z, cond], axis=-1)
     x = nn.relu(nn.Dense(self.hidden, name="dense_hidden")(z))

@@ -41,8 +41,10 @@ def start_size(image_shape: Sequence[int], num_stages: int) -> int:
   h, w = int(image_shape[0]), int(image_shape[1])
   f = 2**num_stages
   if h != w or h % f or h // f < 2:
-    raise ValueError(f"DCGAN needs square images whose size is divisible by 2**{num_stages} = {f} with at least "
-                     f"a 2x2 start (one doubling per entry of features); got {h}x{w}")
+    raise ValueError(
+      f"DCGAN needs square images whose size is divisible by 2**{num_stages} = {f} with at least "
+      f"a 2x2 start (one doubling per entry of features); got {h}x{w}"
+    )
   return h // f
 
 

@@ -205,8 +205,9 @@ class ChannelCoupling(nn.Module):
 # --------------------------------------------------------------------------- batch norm
 
 
-def batch_norm_transform(x: jax.Array, mean: jax.Array, var: jax.Array, log_gamma: jax.Array,
-                         beta: jax.Array, eps: float) -> tuple[jax.Array, jax.Array]:
+def batch_norm_transform(
+  x: jax.Array, mean: jax.Array, var: jax.Array, log_gamma: jax.Array, beta: jax.Array, eps: float
+) -> tuple[jax.Array, jax.Array]:
   """`y = (x - mean) / sqrt(var + eps) * exp(log_gamma) + beta` per channel (last axis).
 
   Returns `(y, log_det [B])`; the statistics are constants of the map, so the log-det
@@ -292,8 +293,9 @@ def multiscale_shapes(image_shape: Sequence[int], num_scales: int) -> list[tuple
   shapes = []
   for s in range(num_scales - 1):
     if h % 2 or w % 2:
-      raise ValueError(f"{num_scales} scales need the size to halve {num_scales - 1} times; "
-                       f"at scale {s} it is {h}x{w}")
+      raise ValueError(
+        f"{num_scales} scales need the size to halve {num_scales - 1} times; at scale {s} it is {h}x{w}"
+      )
     h, w, c = h // 2, w // 2, 4 * c
     shapes.append((h, w, c - c // 2))
     c = c // 2
@@ -319,16 +321,20 @@ class MultiScaleFlow(nn.Module):
       raise ValueError(f"num_scales must be >= 1, got {self.num_scales}")
     kw = {"features": self.features, "num_blocks": self.num_blocks}
     norm = {"batch_norm": self.batch_norm, "momentum": self.bn_momentum}
-    self.checker = tuple(_with_norm([AffineCoupling("checkerboard", parity=i % 2, **kw) for i in range(3)], **norm)
-                         for _ in range(self.num_scales - 1))
-    self.channel = tuple(_with_norm([ChannelCoupling(parity=i % 2, **kw) for i in range(3)], **norm)
-                         for _ in range(self.num_scales - 1))
+    self.checker = tuple(
+      _with_norm([AffineCoupling("checkerboard", parity=i % 2, **kw) for i in range(3)], **norm)
+      for _ in range(self.num_scales - 1)
+    )
+    self.channel = tuple(
+      _with_norm([ChannelCoupling(parity=i % 2, **kw) for i in range(3)], **norm)
+      for _ in range(self.num_scales - 1)
+    )
     self.final = _with_norm([AffineCoupling("checkerboard", parity=i % 2, **kw) for i in range(4)], **norm)
 
   def forward(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
     b = x.shape[0]
     zs, log_det = [], jnp.zeros((b,), x.dtype)
-    for checker, channel in zip(self.checker, self.channel):
+    for checker, channel in zip(self.checker, self.channel, strict=True):
       x, ld1 = _chain_forward(checker, x, train)
       x, ld2 = _chain_forward(channel, squeeze(x), train)
       c = x.shape[-1] // 2
@@ -345,10 +351,12 @@ class MultiScaleFlow(nn.Module):
     sizes = [math.prod(s) for s in shapes]
     if z.shape[-1] != sum(sizes):
       raise ValueError(f"z has {z.shape[-1]} dimensions; images of shape {tuple(image_shape)} need {sum(sizes)}")
-    pieces = jnp.split(z, [sum(sizes[:i + 1]) for i in range(len(sizes) - 1)], axis=-1)
-    pieces = [p.reshape((b,) + s) for p, s in zip(pieces, shapes)]
+    pieces = jnp.split(z, [sum(sizes[: i + 1]) for i in range(len(sizes) - 1)], axis=-1)
+    pieces = [p.reshape((b,) + s) for p, s in zip(pieces, shapes, strict=True)]
     x = _chain_inverse(self.final, pieces[-1])
-    for checker, channel, factored in zip(reversed(self.checker), reversed(self.channel), reversed(pieces[:-1])):
+    for checker, channel, factored in zip(
+      reversed(self.checker), reversed(self.channel), reversed(pieces[:-1]), strict=True
+    ):
       x = _chain_inverse(channel, jnp.concatenate([x, factored], axis=-1))
       x = _chain_inverse(checker, unsqueeze(x))
     return x
@@ -366,8 +374,9 @@ class VectorFlow(nn.Module):
   bn_momentum: float = 0.9
 
   def setup(self):
-    couplings = [AffineCoupling("alternate", parity=i % 2, hidden=tuple(self.hidden))
-                 for i in range(self.num_couplings)]
+    couplings = [
+      AffineCoupling("alternate", parity=i % 2, hidden=tuple(self.hidden)) for i in range(self.num_couplings)
+    ]
     self.layers = _with_norm(couplings, self.batch_norm, self.bn_momentum)
 
   def forward(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:

@@ -18,7 +18,7 @@ group c.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -38,8 +38,9 @@ def _check_groups(channels: int, num_color_channels: int, what: str) -> None:
     raise ValueError(f"num_color_channels must be >= 1, got {num_color_channels}")
   if channels < 1 or channels % num_color_channels:
     raise ValueError(
-        f"{what} = {channels} is not divisible by num_color_channels = {num_color_channels}: "
-        f"masked convs split channels into {num_color_channels} equal contiguous colour groups")
+      f"{what} = {channels} is not divisible by num_color_channels = {num_color_channels}: "
+      f"masked convs split channels into {num_color_channels} equal contiguous colour groups"
+    )
 
 
 def color_groups(channels: int, num_color_channels: int) -> np.ndarray:
@@ -48,8 +49,9 @@ def color_groups(channels: int, num_color_channels: int) -> np.ndarray:
   return np.arange(channels) * num_color_channels // channels
 
 
-def mask(kernel_size: Sequence[int], in_channels: int, out_channels: int, mask_type: str,
-         num_color_channels: int = 1) -> np.ndarray:
+def mask(
+  kernel_size: Sequence[int], in_channels: int, out_channels: int, mask_type: str, num_color_channels: int = 1
+) -> np.ndarray:
   """Causal mask for an HWIO conv kernel: float32 `[kh, kw, in_channels, out_channels]`.
 
   Rows above the centre are 1, the centre row is 1 left of the centre and 0 right of it,
@@ -72,8 +74,9 @@ def mask(kernel_size: Sequence[int], in_channels: int, out_channels: int, mask_t
   return m
 
 
-def vertical_mask(kernel_size: Sequence[int], in_channels: int, out_channels: int,
-                  include_centre_row: bool) -> np.ndarray:
+def vertical_mask(
+  kernel_size: Sequence[int], in_channels: int, out_channels: int, include_centre_row: bool
+) -> np.ndarray:
   """Vertical-stack mask: float32 `[kh, kw, in, out]`, 1 on rows above the centre.
 
   With `include_centre_row` the whole centre row is 1 as well (allowed once the input
@@ -81,7 +84,7 @@ def vertical_mask(kernel_size: Sequence[int], in_channels: int, out_channels: in
   """
   kh, kw = _check_kernel(kernel_size)
   m = np.zeros((kh, kw, in_channels, out_channels), np.float32)
-  m[:kh // 2 + int(include_centre_row)] = 1.0
+  m[: kh // 2 + int(include_centre_row)] = 1.0
   return m
 
 
@@ -90,8 +93,12 @@ def _conv(module: nn.Module, x: jax.Array, m: np.ndarray) -> jax.Array:
   kernel = module.param("kernel", nn.initializers.lecun_normal(), m.shape)
   bias = module.param("bias", nn.initializers.zeros_init(), (m.shape[-1],))
   y = jax.lax.conv_general_dilated(
-      x, kernel * jnp.asarray(m, kernel.dtype), window_strides=(1, 1), padding="SAME",
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x,
+    kernel * jnp.asarray(m, kernel.dtype),
+    window_strides=(1, 1),
+    padding="SAME",
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   return y + bias
 
 
@@ -105,8 +112,7 @@ class MaskedConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    m = mask(self.kernel_size, x.shape[-1], self.features, self.mask_type,
-             self.num_color_channels)
+    m = mask(self.kernel_size, x.shape[-1], self.features, self.mask_type, self.num_color_channels)
     return _conv(self, x, m)
 
 
@@ -199,8 +205,9 @@ class PixelCNN(nn.Module):
     _check_inputs(x, label, self.num_classes, c)
     if f % (2 * c):
       raise ValueError(
-          f"features = {f} must be divisible by 2 * num_color_channels = {2 * c} (the "
-          f"blocks' bottleneck of features // 2 channels is split into colour groups)")
+        f"features = {f} must be divisible by 2 * num_color_channels = {2 * c} (the "
+        f"blocks' bottleneck of features // 2 channels is split into colour groups)"
+      )
 
     def cond(name):
       return _label_bias(label, self.num_classes, f, name)

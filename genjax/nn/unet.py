@@ -93,7 +93,7 @@ class UNet(nn.Module):
   attn_resolutions: Sequence[int] = (16,)
   dropout: float = 0.1
   norm_groups: int = 32
-  pad_to: int = 0           # pad H and W up to at least this (and to a multiple of 2**(levels-1))
+  pad_to: int = 0  # pad H and W up to at least this (and to a multiple of 2**(levels-1))
 
   def padding(self, height: int, width: int) -> tuple[int, int]:
     """The padded `(H, W)` the network runs at."""
@@ -142,7 +142,7 @@ class UNet(nn.Module):
     assert not skips
     h = nn.swish(_norm(h.shape[-1], self.norm_groups, "norm_out")(h))
     h = nn.Conv(channels, (3, 3), kernel_init=_zero, name="conv_out")(h)
-    return h[:, top:top + height, left:left + width, :]
+    return h[:, top : top + height, left : left + width, :]
 
 
 class TimeMLP(nn.Module):

@@ -24,8 +24,14 @@ from orbax.checkpoint import checkpoint_managers as cm
 class Checkpointer:
   """A thin wrapper over `ocp.CheckpointManager` for train states."""
 
-  def __init__(self, directory: str, keep: int = 3, best_metric: str | None = None,
-               best_mode: str = "min", async_save: bool = True):
+  def __init__(
+    self,
+    directory: str,
+    keep: int = 3,
+    best_metric: str | None = None,
+    best_mode: str = "min",
+    async_save: bool = True,
+  ):
     if best_mode not in ("min", "max"):
       raise ValueError(f"checkpoint best mode must be 'min' or 'max', got {best_mode!r}")
     if keep < 1:
@@ -35,13 +41,20 @@ class Checkpointer:
     self.best_mode = best_mode
     policies = [cm.LatestN(n=keep)]
     if best_metric:
-      policies.append(cm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min",
-                               n=1, keep_checkpoints_without_metrics=False))
+      policies.append(
+        cm.BestN(
+          get_metric_fn=lambda m: m[best_metric],
+          reverse=best_mode == "min",
+          n=1,
+          keep_checkpoints_without_metrics=False,
+        )
+      )
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=cm.AnyPreservationPolicy(policies),
-        cleanup_tmp_directories=True,
-        enable_async_checkpointing=async_save,
-        create=True)
+      preservation_policy=cm.AnyPreservationPolicy(policies),
+      cleanup_tmp_directories=True,
+      enable_async_checkpointing=async_save,
+      create=True,
+    )
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
   def save(self, state: Any, data_position: int, metrics: dict[str, float] | None = None) -> int:
@@ -49,9 +62,12 @@ class Checkpointer:
     step = int(jax.device_get(state.step))
     meta = {"step": step, "data_position": int(data_position), "metrics": metrics}
     ok_metrics = metrics if metrics and self.best_metric in metrics else None
-    self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                    meta=ocp.args.JsonSave(meta)),
-                      metrics=ok_metrics, force=True)
+    self.manager.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      metrics=ok_metrics,
+      force=True,
+    )
     return step
 
   def latest_step(self) -> int | None:
@@ -87,8 +103,10 @@ class Checkpointer:
     if which == "best":
       step = self.best_step()
       if step is None:
-        raise FileNotFoundError(f"no checkpoint in {self.directory} carries eval metric {self.best_metric!r}; "
-                                f"available steps: {sorted(steps)} (use --checkpoint=latest)")
+        raise FileNotFoundError(
+          f"no checkpoint in {self.directory} carries eval metric {self.best_metric!r}; "
+          f"available steps: {sorted(steps)} (use --checkpoint=latest)"
+        )
       return step
     step = int(which)
     if step not in steps:
@@ -98,8 +116,9 @@ class Checkpointer:
   def restore(self, target_state: Any, step: int) -> tuple[Any, dict]:
     """Restores the state at `step` onto the shardings and structure of `target_state`."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    restored = self.manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+    )
     return restored["state"], dict(restored["meta"])
 
   def wait(self) -> None:

@@ -70,15 +70,20 @@ class Experiment:
   def train_step(self):
     tc = self.config.train
     if getattr(self.family, "two_player", False):
-      return two_player.make_two_player_step(self.family, self.tx, tc.ema_decay, self.mesh, tc.batch_size,
-                                             ema_warmup=tc.ema_warmup)
+      return two_player.make_two_player_step(
+        self.family, self.tx, tc.ema_decay, self.mesh, tc.batch_size, ema_warmup=tc.ema_warmup
+      )
     return make_train_step(self.family, self.tx, tc.ema_decay, self.mesh, ema_warmup=tc.ema_warmup)
 
   def checkpointer(self, workdir: str, **kwargs: Any) -> Checkpointer:
     c = self.config.checkpoint
-    return Checkpointer(os.path.join(workdir, "checkpoints"), keep=c.keep,
-                        best_metric=f"test/{self.family.best_metric}", best_mode=self.family.best_mode,
-                        **kwargs)
+    return Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      keep=c.keep,
+      best_metric=f"test/{self.family.best_metric}",
+      best_mode=self.family.best_mode,
+      **kwargs,
+    )
 
   def restore(self, workdir: str, which: str | int | None = "latest") -> tuple[TrainState, int]:
     """The state of checkpoint `which` ('latest', 'best' or a step) in `workdir`, and its step.
@@ -95,8 +100,14 @@ class Experiment:
 
   def batch_iterator(self, position: int = 0) -> data_lib.BatchIterator:
     return data_lib.BatchIterator(
-        self.splits["train"], self.config.train.batch_size, seed=self.config.seed, position=position,
-        shuffle=True, process_index=self.process_index, process_count=self.process_count)
+      self.splits["train"],
+      self.config.train.batch_size,
+      seed=self.config.seed,
+      position=position,
+      shuffle=True,
+      process_index=self.process_index,
+      process_count=self.process_count,
+    )
 
   def shard(self, host_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     data_lib.validate_batch(host_batch, self.info)
@@ -113,8 +124,9 @@ class Experiment:
   def sample_key(self) -> jax.Array:
     return jax.random.fold_in(self.run_key(), SAMPLE_STREAM)
 
-  def evaluate(self, params: Any, model_state: Any, split: str = "test", key: jax.Array | None = None,
-               **options: Any) -> dict[str, float]:
+  def evaluate(
+    self, params: Any, model_state: Any, split: str = "test", key: jax.Array | None = None, **options: Any
+  ) -> dict[str, float]:
     """Means of the family's per-example metrics over the whole split (exact, padding masked)."""
     opts = tuple(sorted(options.items()))
     if opts not in self._eval_steps:
@@ -123,8 +135,9 @@ class Experiment:
     key = self.eval_key() if key is None else key
     source = self.splits[split]
     totals = None
-    for i, (batch, mask) in enumerate(data_lib.eval_batches(
-        source, self.config.eval.batch_size, self.process_index, self.process_count)):
+    for i, (batch, mask) in enumerate(
+      data_lib.eval_batches(source, self.config.eval.batch_size, self.process_index, self.process_count)
+    ):
       shard = self.shard(batch)
       mask = sharding.shard_batch({"mask": mask}, self.mesh)["mask"]
       sums = eval_step(params, model_state, shard, mask, jax.random.fold_in(key, i))
@@ -141,4 +154,3 @@ class Experiment:
       with open(path, "w") as f:
         f.write(self.config.to_json_best_effort(indent=2, sort_keys=True))
     return path
-

@@ -52,8 +52,15 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
     ckpt.close()
     return {}
 
-  log.info("training %s on %d %s device(s), global batch %d, from step %d to %d", config.model.family,
-           exp.mesh.devices.size, exp.mesh.devices.flat[0].platform, tc.batch_size, start, tc.num_steps)
+  log.info(
+    "training %s on %d %s device(s), global batch %d, from step %d to %d",
+    config.model.family,
+    exp.mesh.devices.size,
+    exp.mesh.devices.flat[0].platform,
+    tc.batch_size,
+    start,
+    tc.num_steps,
+  )
   train_step = exp.train_step()
   sync_steps = sharding.one_step_in_flight(exp.mesh)
   sample_grid = jax.jit(exp.family.sample_grid, static_argnames="num")
@@ -84,9 +91,10 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
         bad = [k for k, v in means.items() if not math.isfinite(v)]
         if bad:
           raise NonFiniteLossError(
-              f"non-finite {', '.join(bad)} in steps {first} to {s} "
-              f"(train metrics {means}); stopping. The last good checkpoint (step {ckpt.latest_step()}) is kept "
-              f"in {ckpt.directory}. Lower optim.learning_rate or set optim.grad_clip.")
+            f"non-finite {', '.join(bad)} in steps {first} to {s} "
+            f"(train metrics {means}); stopping. The last good checkpoint (step {ckpt.latest_step()}) is kept "
+            f"in {ckpt.directory}. Lower optim.learning_rate or set optim.grad_clip."
+          )
         if log_now:
           now = time.perf_counter()
           means["steps_per_sec"] = (s - s0) / max(now - t0 - paused, 1e-9)  # training time only
@@ -102,8 +110,9 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
           writer.write(s, "test", test_metrics)
         log.info("step %d test %s", s, test_metrics)
       if _due(s, tc.sample_every, last):  # every process computes (global arrays); the chief writes
-        grid = sample_grid(exp.eval_params(state), state.model_state, exp.sample_key(), grid_batch,
-                           num=config.eval.num_samples)
+        grid = sample_grid(
+          exp.eval_params(state), state.model_state, exp.sample_key(), grid_batch, num=config.eval.num_samples
+        )
         if is_chief:
           save_image_grid(os.path.join(workdir, "samples", f"step_{s:07d}.png"), np.asarray(grid))
       if ckpt_now:
@@ -134,4 +143,5 @@ def _progress(start: int, total: int, enabled: bool):
   if not enabled:
     return _NoProgress()
   from tqdm import tqdm
+
   return tqdm(initial=start, total=total, desc="train", unit="step", mininterval=2.0, dynamic_ncols=True)

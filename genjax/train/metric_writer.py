@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -21,6 +21,7 @@ class MetricWriter:
     self._tb = None
     if enable_tensorboard:
       from tensorboardX import SummaryWriter
+
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
 
   def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -21,8 +22,10 @@ def make_mesh(num_devices: int = 0) -> Mesh:
   """A 1-D data mesh over the first `num_devices` devices (0 = all of them)."""
   devices = jax.devices()
   if num_devices < 0 or num_devices > len(devices):
-    raise ValueError(f"num_devices={num_devices} but {len(devices)} device(s) are available "
-                     f"({devices[0].platform}); use 0 for all")
+    raise ValueError(
+      f"num_devices={num_devices} but {len(devices)} device(s) are available "
+      f"({devices[0].platform}); use 0 for all"
+    )
   if num_devices:
     devices = devices[:num_devices]
   return Mesh(np.asarray(devices), (DATA_AXIS,))
@@ -50,15 +53,16 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch_size: int, mesh: Mesh, name: str = "batch size") -> None:
   n = mesh.devices.size
   if global_batch_size <= 0 or global_batch_size % n:
-    raise ValueError(f"{name} {global_batch_size} is not divisible by the {n} devices of the mesh; "
-                     f"choose a positive multiple of {n}")
+    raise ValueError(
+      f"{name} {global_batch_size} is not divisible by the {n} devices of the mesh; "
+      f"choose a positive multiple of {n}"
+    )
 
 
 def shard_batch(host_batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Places this host's part of a global batch on the mesh, split along the batch axis."""
   sharding = data_sharded(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in host_batch.items()}
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in host_batch.items()}
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

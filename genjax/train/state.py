@@ -18,12 +18,12 @@ class TrainState:
   that it checkpoints like any array; `run_key()` wraps it back into a typed key.
   """
 
-  step: jax.Array          # int32[]
+  step: jax.Array  # int32[]
   params: Any
   opt_state: Any
   ema_params: Any
   model_state: Any
-  key: jax.Array           # uint32[...] raw key data
+  key: jax.Array  # uint32[...] raw key data
 
   def run_key(self) -> jax.Array:
     return jax.random.wrap_key_data(self.key)
@@ -33,13 +33,18 @@ class TrainState:
     return jax.random.fold_in(self.run_key(), self.step)
 
 
-def create_train_state(params: Any, model_state: Any, tx: optax.GradientTransformation,
-                       run_key: jax.Array) -> TrainState:
+def create_train_state(
+  params: Any, model_state: Any, tx: optax.GradientTransformation, run_key: jax.Array
+) -> TrainState:
   """A fresh state at step 0; the EMA starts at the initial parameters."""
   return TrainState(
-      step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-      ema_params=jax.tree.map(jnp.copy, params), model_state=model_state,
-      key=jax.random.key_data(run_key))
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    opt_state=tx.init(params),
+    ema_params=jax.tree.map(jnp.copy, params),
+    model_state=model_state,
+    key=jax.random.key_data(run_key),
+  )
 
 
 def check_ema_decay(decay: float) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,8 +15,9 @@ from genjax.train import sharding
 from genjax.train.state import TrainState, check_ema_decay, ema_decay_at, ema_update
 
 
-def make_train_step(family: Family, tx: optax.GradientTransformation, ema_decay: float,
-                    mesh: Mesh, ema_warmup: bool = True) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_train_step(
+  family: Family, tx: optax.GradientTransformation, ema_decay: float, mesh: Mesh, ema_warmup: bool = True
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns `step(state, batch) -> (state, metrics)`, compiled as one program.
 
   Loss, gradients, the optimizer update, the EMA and the metrics all run inside one
@@ -36,9 +38,12 @@ def make_train_step(family: Family, tx: optax.GradientTransformation, ema_decay:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
-        step=state.step + 1, params=params, opt_state=opt_state,
-        ema_params=ema_update(state.ema_params, params, ema_decay_at(state.step, ema_decay, ema_warmup)),
-        model_state=model_state)
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      ema_params=ema_update(state.ema_params, params, ema_decay_at(state.step, ema_decay, ema_warmup)),
+      model_state=model_state,
+    )
     metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 

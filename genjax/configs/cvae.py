@@ -1,6 +1,6 @@
 """Conditional VAE: the one-hot label enters encoder and decoder; presets as in vae.py."""
 
-from configs import vae
+from genjax.configs import vae
 
 
 def get_config(preset=None):

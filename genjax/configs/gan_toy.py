@@ -24,19 +24,21 @@ Scored by modes covered and the high-quality fraction (`experiments.evaluate`), 
 
 import ml_collections
 
-from configs import default, gan
+from genjax.configs import default, gan
 
 
 def _toy(name, latent_dim):
   def apply(c):
     c.data.name = name
     c.model.latent_dim = latent_dim
+
   return apply
 
 
 def _loss(name):
   def apply(c):
     c.model.loss = name
+
   return apply
 
 
@@ -64,10 +66,20 @@ def _wide_g(c):
   c.model.g_hidden = (128, 128)
 
 
-PRESETS = {"ring8": _toy("ring8", 2), "grid25": _toy("grid25", 2), "gaussian_1d": _toy("gaussian_1d", 1),
-           "bimodal_near": _toy("bimodal_near", 1), "bimodal_far": _toy("bimodal_far", 1),
-           "minimax": _loss("minimax"), "non_saturating": _loss("non_saturating"), "hinge": _loss("hinge"),
-           "wgan_gp": _loss("wgan_gp"), "lecture": _lecture, "wide_g": _wide_g, "tiny": _tiny}
+PRESETS = {
+  "ring8": _toy("ring8", 2),
+  "grid25": _toy("grid25", 2),
+  "gaussian_1d": _toy("gaussian_1d", 1),
+  "bimodal_near": _toy("bimodal_near", 1),
+  "bimodal_far": _toy("bimodal_far", 1),
+  "minimax": _loss("minimax"),
+  "non_saturating": _loss("non_saturating"),
+  "hinge": _loss("hinge"),
+  "wgan_gp": _loss("wgan_gp"),
+  "lecture": _lecture,
+  "wide_g": _wide_g,
+  "tiny": _tiny,
+}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -91,5 +103,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.eval.batch_size = 1000
   c.eval.use_ema = False
   c.eval.num_samples = 1
-  c.eval.toy_samples = 10000      # experiments.evaluate: samples for mode statistics and D vs D*
+  c.eval.toy_samples = 10000  # experiments.evaluate: samples for mode statistics and D vs D*
   return default.apply_presets(c, preset, PRESETS)

@@ -1,6 +1,6 @@
 """beta-VAE (beta = 4): a heavier KL weight for more factorized latents; presets as in vae.py."""
 
-from configs import vae
+from genjax.configs import vae
 
 
 def get_config(preset=None):

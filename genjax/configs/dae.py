@@ -1,6 +1,6 @@
 """A denoising autoencoder (Gaussian corruption, std 0.3); presets as in vae.py."""
 
-from configs import vae
+from genjax.configs import vae
 
 
 def get_config(preset=None):

@@ -14,10 +14,10 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   del preset
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.features = (32, 64)          # stride-2 3x3 conv stages
-  c.hidden = 128                 # penultimate width = the Frechet feature dimension
+  c.features = (32, 64)  # stride-2 3x3 conv stages
+  c.hidden = 128  # penultimate width = the Frechet feature dimension
   c.batch_size = 128
   c.num_steps = 1500
   c.learning_rate = 1e-3
-  c.cache_dir = ""               # "" = $GENJAX_CACHE or ~/.cache/genjax
+  c.cache_dir = ""  # "" = $GENJAX_CACHE or ~/.cache/genjax
   return c

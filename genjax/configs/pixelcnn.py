@@ -12,19 +12,19 @@ Presets (comma-separated after the file name, e.g. `configs/pixelcnn.py:tiny,pla
 
 import ml_collections
 
-from configs import default
+from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.family = "pixelcnn"
-  m.variant = "gated"            # gated (vertical + horizontal stacks) | plain (residual blocks)
-  m.likelihood = "categorical"   # categorical (256-way softmax, 8-bit) | bernoulli (binarized)
-  m.binarization = "dynamic"     # bernoulli: dynamic | threshold
-  m.features = 16               # small enough to learn on a 2-core CPU in minutes
-  m.num_layers = 4               # gated layers (the first, 7x7, counts)
-  m.num_blocks = 4               # plain residual blocks
-  m.kernel_size = 3              # gated stacks' kernel
+  m.variant = "gated"  # gated (vertical + horizontal stacks) | plain (residual blocks)
+  m.likelihood = "categorical"  # categorical (256-way softmax, 8-bit) | bernoulli (binarized)
+  m.binarization = "dynamic"  # bernoulli: dynamic | threshold
+  m.features = 16  # small enough to learn on a 2-core CPU in minutes
+  m.num_layers = 4  # gated layers (the first, 7x7, counts)
+  m.num_blocks = 4  # plain residual blocks
+  m.kernel_size = 3  # gated stacks' kernel
   m.conditional = False
   return m
 
@@ -51,7 +51,7 @@ def _conditional(c):
 
 def _cifar10(c):
   c.data.name = "cifar10"
-  c.model.features = 120         # divisible by 2 * 3 colour groups
+  c.model.features = 120  # divisible by 2 * 3 colour groups
   c.model.num_layers = 15
   c.model.num_blocks = 15
   c.train.batch_size = 64
@@ -59,8 +59,13 @@ def _cifar10(c):
   c.optim.learning_rate = 3e-4
 
 
-PRESETS = {"tiny": _tiny, "plain": _plain, "binarized": _binarized, "conditional": _conditional,
-           "cifar10": _cifar10}
+PRESETS = {
+  "tiny": _tiny,
+  "plain": _plain,
+  "binarized": _binarized,
+  "conditional": _conditional,
+  "cifar10": _cifar10,
+}
 
 
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
@@ -74,5 +79,5 @@ def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c.train.sample_every = 1000
   c.train.checkpoint_every = 1000
   c.eval.batch_size = 128
-  c.eval.num_samples = 16        # each sample needs H*W*C forward passes
+  c.eval.num_samples = 16  # each sample needs H*W*C forward passes
   return default.apply_presets(c, preset, PRESETS)

@@ -1,6 +1,6 @@
 """A plain (deterministic) autoencoder on the embedded MNIST digits; presets as in vae.py."""
 
-from configs import vae
+from genjax.configs import vae
 
 
 def get_config(preset=None):

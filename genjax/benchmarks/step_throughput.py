@@ -1,0 +1,123 @@
+"""Times the compiled train step of a config.
+
+  python -m benchmarks.step_throughput --config=configs/vae.py [--steps=50 --repeats=5]
+  python -m benchmarks.step_throughput --config=configs/vae.py --batch_sizes=32,128,512
+
+For each batch size it compiles the step once (timed), warms up, then times
+`--repeats` blocks of `--steps` steps and reports the median block. Prints a table
+and, as its last line, one JSON object per batch size in a list: steps/s,
+examples/s, compile seconds, device kind and count, batch size, parameter count.
+Data come from the config's dataset, drawn once and reused, so the number measures
+the step, not the input pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+from absl import flags
+
+from genjax.cli import common
+
+STEPS = flags.DEFINE_integer("steps", 50, "Steps per timed block.")
+REPEATS = flags.DEFINE_integer("repeats", 5, "Timed blocks; the median is reported.")
+WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compiling.")
+BATCH_SIZES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to time (default: the config's).")
+OUT = flags.DEFINE_string("out", None, "Also append the JSON records to this file (JSON lines).")
+
+
+def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> dict:
+  """Times one config's train step at one global batch size; returns the record."""
+  import jax
+  import numpy as np
+
+  from genjax.train.experiment import Experiment
+  from genjax.train.sharding import one_step_in_flight
+  from genjax.train.state import param_count
+
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    config.train.batch_size = batch_size
+  exp = Experiment(config)
+  state = exp.init_state()
+  batch = exp.shard(exp.splits["train"][np.arange(batch_size) % len(exp.splits["train"])])
+  step_fn = exp.train_step()
+  t0 = time.perf_counter()
+  compiled = step_fn.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  sync = one_step_in_flight(exp.mesh)  # as the train loop does (multi-device CPU)
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+    if sync:
+      jax.block_until_ready(state.step)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = compiled(state, batch)
+      if sync:
+        jax.block_until_ready(state.step)
+    jax.block_until_ready((state, metrics))
+    times.append((time.perf_counter() - t0) / steps)
+  median = statistics.median(times)
+  memory = None
+  try:
+    memory = compiled.memory_analysis().temp_size_in_bytes
+  except Exception:  # not every backend reports it
+    pass
+  device = jax.devices()[0]
+  return {
+    "config": config.model.get("family", "?") + "/" + str(config.model.get("kind", "")),
+    "dataset": exp.info.name,
+    "batch_size": batch_size,
+    "steps_per_sec": 1.0 / median,
+    "examples_per_sec": batch_size / median,
+    "step_ms_median": 1e3 * median,
+    "step_ms_min": 1e3 * min(times),
+    "compile_seconds": compile_s,
+    "device_kind": device.device_kind,
+    "platform": device.platform,
+    "device_count": exp.mesh.devices.size,
+    "param_count": param_count(state.params),
+    "temp_bytes": memory,
+    "dtype": "float32",
+    "steps": steps,
+    "repeats": repeats,
+    "one_step_in_flight": sync,
+  }
+
+
+def main(argv):
+  del argv
+  config = common.CONFIG.value
+  sizes = [int(b) for b in BATCH_SIZES.value] or [config.train.batch_size]
+  records = [measure(config, b, STEPS.value, REPEATS.value, WARMUP.value) for b in sizes]
+  header = (
+    f"{'config':<18}{'dataset':<16}{'devices':>8}{'batch':>7}{'steps/s':>10}{'examples/s':>12}"
+    f"{'ms/step':>9}{'compile s':>10}{'params':>10}"
+  )
+  print(header)
+  for r in records:
+    print(
+      f"{r['config']:<18}{r['dataset']:<16}{r['device_count']:>8}{r['batch_size']:>7}"
+      f"{r['steps_per_sec']:>10.1f}{r['examples_per_sec']:>12.0f}{r['step_ms_median']:>9.2f}"
+      f"{r['compile_seconds']:>10.2f}{r['param_count']:>10d}"
+    )
+  print(f"device: {records[0]['device_kind']} ({records[0]['platform']}) x{records[0]['device_count']}")
+  if OUT.value:
+    with open(OUT.value, "a") as f:
+      for r in records:
+        f.write(json.dumps(r, sort_keys=True) + "\n")
+  print(json.dumps(records if len(records) > 1 else records[0], sort_keys=True))
+
+
+def entry() -> None:
+  """The `genjax-bench-step` console script."""
+  common.run(main)
+
+
+if __name__ == "__main__":
+  entry()

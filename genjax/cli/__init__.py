@@ -1,0 +1,1 @@
+"""Launch scripts: train, evaluate, sample (absl flags + ml-collections config files)."""
