@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax import losses
+from genjax import interpolation, losses
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 VARIANCES = ("fixed_small", "fixed_large")
@@ -411,15 +411,9 @@ def ddim_sample(
 
 
 def slerp(z0: jax.Array, z1: jax.Array, lam: jax.Array) -> jax.Array:
-  """Spherical interpolation between `z0` and `z1` `[...]` (whole arrays) at `lam` in [0, 1]."""
-  a, b = z0.reshape(-1), z1.reshape(-1)
-  cos = jnp.dot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b))
-  omega = jnp.arccos(jnp.clip(cos, -1.0, 1.0))
-  so = jnp.sin(omega)
-  safe = so > 1e-6
-  w0 = jnp.where(safe, jnp.sin((1.0 - lam) * omega) / jnp.where(safe, so, 1.0), 1.0 - lam)
-  w1 = jnp.where(safe, jnp.sin(lam * omega) / jnp.where(safe, so, 1.0), lam)
-  return w0 * z0 + w1 * z1
+  """Spherical interpolation between whole arrays `z0` and `z1` `[...]` at `lam` in [0, 1]
+  (`genjax.interpolation.slerp` of the flattened arrays)."""
+  return interpolation.slerp(z0.reshape(-1), z1.reshape(-1), lam).reshape(z0.shape)
 
 
 def interpolate(

@@ -1,5 +1,5 @@
 """Tests for the autoencoder family (genjax.models.autoencoder), the PCA baseline
-(genjax.eval.pca) and the latent-space tools (genjax.eval.latent).
+(genjax.models.pca), interpolation (genjax.interpolation) and the family's figures.
 
 Families are built from the `tiny` preset (8x8x1 digits, small nets). `init`, the
 loss gradient and the IWAE evaluation are jitted (the biggest compiles, which the
@@ -9,7 +9,6 @@ Params are built once per network (ae and dae share a net, as do the vae variant
 """
 
 import math
-import os
 import re
 
 import chex
@@ -25,8 +24,9 @@ import genjax.data
 from genjax import losses
 from genjax.configs import vae
 from genjax.data import preprocess
-from genjax.eval import latent, pca
-from genjax.models.autoencoder import AutoencoderFamily, corrupt
+from genjax.interpolation import lerp, slerp
+from genjax.models import FigureOptions, pca
+from genjax.models.autoencoder import CODE_MOMENTUM, AutoencoderFamily, corrupt
 
 B = 16
 Z = 4  # latent_dim of the tiny preset
@@ -64,7 +64,7 @@ def make_family(info, **model):
   cfg = vae.get_config("tiny")
   for k, v in model.items():
     setattr(cfg.model, k, v)
-  return AutoencoderFamily(cfg.model, info)
+  return AutoencoderFamily(cfg, info)
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +78,19 @@ def built(data, batch):
     net = (family.variational, family.conditional, family.cfg.arch, family.net.learn_variance)
     if net not in params_by_net:
       params, state = jax.jit(family.init)(_key(0), batch)
-      assert state == {}
+      assert state == {} if family.variational else set(state) == {"code_mean", "code_second_moment"}
       params_by_net[net] = params
     return family, params_by_net[net]
 
   return get
+
+
+def _state(family):
+  """The model_state at initialization: none for VAEs, the running code statistics for autoencoders."""
+  if family.variational:
+    return {}
+  z = family.cfg.latent_dim
+  return {"code_mean": jnp.zeros((z,)), "code_second_moment": jnp.eye(z)}
 
 
 def _np_bernoulli_ll(x, logits):
@@ -109,7 +117,7 @@ def _np_kl(mean, logvar):
   ],
 )
 def test_init_loss_and_grad(built, batch, kind, arch, likelihood):
-  family, params = built(kind=kind, arch=arch, likelihood=likelihood)
+  family, params = built(variant=kind, arch=arch, likelihood=likelihood)
   variational = kind in ("vae", "cvae")
   cond = jax.nn.one_hot(batch["label"], 10) if kind == "cvae" else None
   x = preprocess.binarize_threshold(batch["image"])
@@ -127,11 +135,11 @@ def test_init_loss_and_grad(built, batch, kind, arch, likelihood):
   chex.assert_type(out, jnp.float32)
 
   (loss, (metrics, state)), grads = jax.jit(jax.value_and_grad(family.loss, has_aux=True))(
-    params, {}, batch, _key(1)
+    params, _state(family), batch, _key(1)
   )
   chex.assert_shape(loss, ())
   chex.assert_tree_all_finite(loss)
-  assert state == {}
+  chex.assert_trees_all_equal_shapes(state, _state(family))
   expected = {"elbo", "kl", "recon_nll", "bits_per_dim"} if variational else {"recon_nll"}
   assert set(metrics) == expected
   for v in metrics.values():
@@ -159,9 +167,9 @@ def test_init_loss_and_grad(built, batch, kind, arch, likelihood):
 
 @pytest.mark.parametrize("kind", ["vae", "cvae"])
 def test_vae_loss_matches_independent_elbo(built, batch, kind):
-  family, params = built(kind=kind)
+  family, params = built(variant=kind)
   key = _key(3)
-  loss, (metrics, _) = family.loss(params, {}, batch, key)
+  loss, (metrics, _) = family.loss(params, _state(family), batch, key)
   # loss: k_data (binarization), k_noise (unused by the VAE), k_z (the posterior draw).
   k_data, _, k_z = jax.random.split(key, 3)
   x = jax.random.bernoulli(k_data, jnp.asarray(batch["image"], jnp.float32) / 255.0).astype(jnp.float32)
@@ -178,12 +186,12 @@ def test_vae_loss_matches_independent_elbo(built, batch, kind):
 
 
 def test_beta_vae_loss_is_linear_in_beta(built, batch):
-  family1, params = built(kind="vae")
+  family1, params = built(variant="vae")
   key = _key(4)
   losses_, kls = {}, {}
   for beta in (0.0, 1.0, 4.0):
-    family = make_family(family1.info, kind="vae", beta=beta)  # same architecture, same params
-    loss, (metrics, _) = family.loss(params, {}, batch, key)
+    family = make_family(family1.info, variant="vae", beta=beta)  # same architecture, same params
+    loss, (metrics, _) = family.loss(params, _state(family), batch, key)
     losses_[beta], kls[beta] = float(loss), float(metrics["kl"])
     # The metrics report the beta = 1 ELBO whatever beta is trained with.
     np.testing.assert_allclose(float(metrics["elbo"]), -metrics["recon_nll"] - metrics["kl"], rtol=1e-6)
@@ -192,8 +200,8 @@ def test_beta_vae_loss_is_linear_in_beta(built, batch):
   np.testing.assert_allclose(losses_[4.0] - losses_[1.0], 3.0 * kl, rtol=1e-4)
   np.testing.assert_allclose(losses_[1.0] - losses_[0.0], kl, rtol=1e-4)
   # beta = 0 is the reconstruction term alone.
-  family0 = make_family(family1.info, kind="vae", beta=0.0)
-  _, (m0, _) = family0.loss(params, {}, batch, key)
+  family0 = make_family(family1.info, variant="vae", beta=0.0)
+  _, (m0, _) = family0.loss(params, _state(family0), batch, key)
   np.testing.assert_allclose(losses_[0.0], float(m0["recon_nll"]), rtol=1e-6)
 
 
@@ -201,10 +209,12 @@ def test_beta_vae_loss_is_linear_in_beta(built, batch):
 
 
 def test_evaluate_bernoulli_vae_and_iwae(built, batch):
-  family, params = built(kind="vae")
+  family, params = built(variant="vae")
   key = _key(5)
   k = 8
-  out = jax.jit(family.evaluate, static_argnames="iwae_samples")(params, {}, batch, key, iwae_samples=k)
+  out = jax.jit(family.evaluate, static_argnames="iwae_samples")(
+    params, _state(family), batch, key, iwae_samples=k
+  )
   assert set(out) == {"mse", "elbo", "kl", "recon_nll", "bits_per_dim", "iwae", "iwae_bits_per_dim"}
   for v in out.values():
     chex.assert_shape(v, (B,))
@@ -249,9 +259,9 @@ def test_evaluate_bernoulli_vae_and_iwae(built, batch):
 
 
 def test_evaluate_gaussian_vae_bits_include_dequantization(built, batch):
-  family, params = built(kind="vae", likelihood="gaussian")
+  family, params = built(variant="vae", likelihood="gaussian")
   key = _key(6)
-  out_eval = family.evaluate(params, {}, batch, key)
+  out_eval = family.evaluate(params, _state(family), batch, key)
   assert "iwae" not in out_eval
   # Continuous density on [0, 1): the discrete NLL bound adds D * log(256) nats = 8 bits/dim.
   chex.assert_trees_all_close(out_eval["bits_per_dim"], -out_eval["elbo"] / (D * LN2) + 8.0, rtol=1e-6)
@@ -270,8 +280,8 @@ def test_evaluate_gaussian_vae_bits_include_dequantization(built, batch):
   np.testing.assert_allclose(np.asarray(out_eval["recon_nll"]), -ll, rtol=1e-4, atol=1e-3)
   assert np.all(lv >= floor)
   # Fixed variance: model.learn_variance=False uses model.gaussian_logvar and a C-channel decoder.
-  fixed, fixed_params = built(kind="vae", likelihood="gaussian", learn_variance=False, gaussian_logvar=-2.0)
-  out_fixed = fixed.evaluate(fixed_params, {}, batch, key)
+  fixed, fixed_params = built(variant="vae", likelihood="gaussian", learn_variance=False, gaussian_logvar=-2.0)
+  out_fixed = fixed.evaluate(fixed_params, _state(fixed), batch, key)
   mean_f, logvar_f = fixed.encode(fixed_params, jnp.asarray(x, jnp.float32))
   z_f = mean_f + jnp.exp(0.5 * logvar_f) * jax.random.normal(k_z, mean_f.shape)
   loc_f = np.asarray(fixed.decode(fixed_params, z_f), np.float64)
@@ -280,9 +290,9 @@ def test_evaluate_gaussian_vae_bits_include_dequantization(built, batch):
 
 
 def test_evaluate_discretized_gaussian_vae_is_an_exact_discrete_likelihood(built, batch):
-  family, params = built(kind="vae", likelihood="discretized_gaussian")
+  family, params = built(variant="vae", likelihood="discretized_gaussian")
   key = _key(9)
-  out_eval = family.evaluate(params, {}, batch, key)
+  out_eval = family.evaluate(params, _state(family), batch, key)
   # Discrete likelihood: no dequantization term in bits/dim.
   chex.assert_trees_all_close(out_eval["bits_per_dim"], -out_eval["elbo"] / (D * LN2), rtol=1e-6)
   _, k_z, _ = jax.random.split(key, 3)
@@ -299,8 +309,8 @@ def test_evaluate_discretized_gaussian_vae_is_an_exact_discrete_likelihood(built
 
 
 def test_evaluate_autoencoder(built, batch):
-  family, params = built(kind="ae", binarization="threshold")
-  out = family.evaluate(params, {}, batch, _key(7))
+  family, params = built(variant="ae", binarization="threshold")
+  out = family.evaluate(params, _state(family), batch, _key(7))
   assert set(out) == {"mse", "recon_nll"}
   x = preprocess.binarize_threshold(batch["image"])
   code, _ = family.encode(params, x)
@@ -338,20 +348,24 @@ def test_corrupt_masking_and_gaussian_statistics():
 
 def test_dae_corruption_depends_on_key_and_ae_does_not(built, batch):
   # Threshold binarization: the data are deterministic, so only the corruption uses the key.
-  ae, ae_params = built(kind="ae", binarization="threshold")
-  dae, _ = built(kind="dae", binarization="threshold", corruption="masking")
+  ae, ae_params = built(variant="ae", binarization="threshold")
+  dae, _ = built(variant="dae", binarization="threshold", corruption="masking")
   ka, kb = _key(20), _key(21)
   np.testing.assert_array_equal(
-    np.asarray(ae.loss(ae_params, {}, batch, ka)[0]), np.asarray(ae.loss(ae_params, {}, batch, kb)[0])
+    np.asarray(ae.loss(ae_params, _state(ae), batch, ka)[0]),
+    np.asarray(ae.loss(ae_params, _state(ae), batch, kb)[0]),
   )
   r_ae = ae.reconstruct(ae_params, batch, ka)
   chex.assert_shape(r_ae, (B, 8, 8, 1))
   chex.assert_type(r_ae, jnp.uint8)
   np.testing.assert_array_equal(np.asarray(r_ae), np.asarray(ae.reconstruct(ae_params, batch, kb)))
   # Same params (the dae and ae nets are identical): the dae sees corrupted inputs.
-  la, lb = float(dae.loss(ae_params, {}, batch, ka)[0]), float(dae.loss(ae_params, {}, batch, kb)[0])
+  la, lb = (
+    float(dae.loss(ae_params, _state(dae), batch, ka)[0]),
+    float(dae.loss(ae_params, _state(dae), batch, kb)[0]),
+  )
   assert la != lb
-  assert float(dae.loss(ae_params, {}, batch, ka)[0]) == la  # same key, same corruption
+  assert float(dae.loss(ae_params, _state(dae), batch, ka)[0]) == la  # same key, same corruption
   assert not np.array_equal(
     np.asarray(dae.reconstruct(ae_params, batch, ka)), np.asarray(dae.reconstruct(ae_params, batch, kb))
   )
@@ -369,22 +383,25 @@ def test_dae_corruption_depends_on_key_and_ae_does_not(built, batch):
 
 def test_cvae_label_changes_outputs(built, batch):
   # Batch size B throughout, so the eager ops reuse the shapes compiled by other tests.
-  family, params = built(kind="cvae")
+  family, params = built(variant="cvae")
   z = jnp.asarray(np.random.default_rng(0).normal(size=(B, Z)), jnp.float32)
   out0 = family.decode(params, z, jax.nn.one_hot(jnp.zeros(B, jnp.int32), 10))
   out3 = family.decode(params, z, jax.nn.one_hot(jnp.full(B, 3, jnp.int32), 10))
   chex.assert_shape((out0, out3), (B, 8, 8, 1))
   assert float(jnp.max(jnp.abs(out0 - out3))) > 1e-3
   key = _key(30)
-  s0 = family.sample(params, key, B, labels=jnp.zeros(B, jnp.int32))
-  s7 = family.sample(params, key, B, labels=jnp.full(B, 7, jnp.int32))
+  s0 = family.sample(params, {}, key, B, labels=jnp.zeros(B, jnp.int32))
+  s7 = family.sample(params, {}, key, B, labels=jnp.full(B, 7, jnp.int32))
   chex.assert_shape((s0, s7), (B, 8, 8, 1))
   chex.assert_type((s0, s7), jnp.uint8)
   assert not np.array_equal(np.asarray(s0), np.asarray(s7))
   # Default labels cycle through the classes.
   np.testing.assert_array_equal(
-    np.asarray(family.sample(params, key, B)), np.asarray(family.sample(params, key, B, labels=jnp.arange(B) % 10))
+    np.asarray(family.generate(params, {}, key, B)),
+    np.asarray(family.sample(params, {}, key, B, labels=jnp.arange(B) % 10)),
   )
+  with pytest.raises(ValueError, match=r"labels.*\[0, 9\]"):
+    family.generate(params, {}, key, 2, labels=jnp.array([0, 10]))
   # The encoder is conditional too.
   x = preprocess.binarize_threshold(batch["image"])
   m0, _ = family.encode(params, x, jax.nn.one_hot(jnp.zeros(B, jnp.int32), 10))
@@ -393,39 +410,58 @@ def test_cvae_label_changes_outputs(built, batch):
 
 
 def test_vae_sample_is_decoder_mean_of_prior_draw(built, batch):
-  family, params = built(kind="vae")
+  family, params = built(variant="vae")
   key = _key(31)
-  s = family.sample(params, key, B, temperature=0.5)
+  s = family.sample(params, {}, key, B, temperature=0.5)
   chex.assert_shape(s, (B, 8, 8, 1))
   chex.assert_type(s, jnp.uint8)
   z = 0.5 * jax.random.normal(key, (B, Z))
   expected = np.round(scipy.special.expit(np.asarray(family.decode(params, z), np.float64)) * 255)
   assert np.max(np.abs(np.asarray(s, np.int64) - expected)) <= 1
-  assert not np.array_equal(np.asarray(s), np.asarray(family.sample(params, key, B, temperature=1.0)))
-  # sample_grid of a VAE is prior samples.
+  assert not np.array_equal(np.asarray(s), np.asarray(family.sample(params, {}, key, B, temperature=1.0)))
+  # generate() is sample() at sampling.temperature (1.0); the periodic picture of a VAE is samples.
   np.testing.assert_array_equal(
-    np.asarray(family.sample_grid(params, {}, key, batch, B)), np.asarray(family.sample(params, key, B))
+    np.asarray(family.generate(params, {}, key, B)), np.asarray(family.sample(params, {}, key, B, temperature=1.0))
   )
-  ae, ae_params = built(kind="ae", binarization="threshold")
-  with pytest.raises(ValueError, match="no prior"):
-    ae.sample(ae_params, key, 4)
+  figure = family.sample_grid(params, {}, key, batch, B)
+  assert figure.kind == "images"
+  np.testing.assert_array_equal(np.asarray(figure.data), np.asarray(family.generate(params, {}, key, B)))
 
 
-def test_sample_grid_autoencoder_interleaves_inputs_and_reconstructions(built, batch):
-  family, params = built(kind="ae", binarization="threshold")
+def test_autoencoder_codes_have_running_gaussian_statistics(built, batch):
+  """A plain autoencoder samples N(mean, cov) of its codes: the loss keeps running moments (momentum 0.99)."""
+  family, params = built(variant="ae", binarization="threshold")
+  state = _state(family)
+  codes, _ = family.encode(params, preprocess.binarize_threshold(batch["image"]))
+  codes = np.asarray(codes, np.float64)
+  _, (_, new) = family.loss(params, state, batch, _key(33))
+  m = CODE_MOMENTUM
+  np.testing.assert_allclose(new["code_mean"], (1 - m) * codes.mean(0), rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(
+    new["code_second_moment"], m * np.eye(Z) + (1 - m) * codes.T @ codes / len(codes), rtol=1e-5, atol=1e-7
+  )
+  # Codes drawn from known statistics have that mean and covariance (Monte Carlo).
+  mean = np.array([1.0, -2.0, 0.5, 0.0])
+  cov = np.array([[2.0, 0.5, 0, 0], [0.5, 1.0, 0, 0], [0, 0, 0.25, 0], [0, 0, 0, 4.0]])
+  stats = {"code_mean": jnp.asarray(mean), "code_second_moment": jnp.asarray(cov + np.outer(mean, mean))}
+  z = np.asarray(family.sample_codes(stats, _key(34), 20000, 1.0), np.float64)
+  np.testing.assert_allclose(z.mean(0), mean, atol=0.05)
+  np.testing.assert_allclose(np.cov(z.T), cov, atol=0.1)
+  images = family.generate(params, stats, _key(35), 4)
+  chex.assert_shape(images, (4, 8, 8, 1))
+  chex.assert_type(images, jnp.uint8)
+
+
+def test_sample_grid_autoencoder_pairs_inputs_with_reconstructions(built, batch):
+  family, params = built(variant="ae", binarization="threshold")
   key = _key(32)
-  grid = np.asarray(family.sample_grid(params, {}, key, batch, 16))
-  chex.assert_shape(grid, (16, 8, 8, 1))
-  chex.assert_type(grid, np.uint8)
+  figure = family.sample_grid(params, _state(family), key, batch, 16)
+  assert figure.kind == "pairs"
+  pairs = np.asarray(figure.data)
+  chex.assert_shape(pairs, (8, 2, 8, 8, 1))
   sub = {k: v[:8] for k, v in batch.items()}
-  recon = np.asarray(family.reconstruct(params, sub, key))
-  np.testing.assert_array_equal(grid[0::2], batch["image"][:8])
-  np.testing.assert_array_equal(grid[1::2], recon)
-  # Any num gives exactly num images; an odd one ends in a blank.
-  odd = np.asarray(family.sample_grid(params, {}, key, batch, 7))
-  chex.assert_shape(odd, (7, 8, 8, 1))
-  np.testing.assert_array_equal(odd[:6], grid[:6])
-  assert not odd[6].any()
+  np.testing.assert_array_equal(pairs[:, 0], batch["image"][:8])
+  np.testing.assert_array_equal(pairs[:, 1], np.asarray(family.reconstruct(params, sub, key)))
 
 
 # --------------------------------------------------------------------------- config errors
@@ -434,7 +470,7 @@ def test_sample_grid_autoencoder_interleaves_inputs_and_reconstructions(built, b
 @pytest.mark.parametrize(
   "field,value",
   [
-    ("kind", "gan"),
+    ("variant", "gan"),
     ("arch", "resnet"),
     ("likelihood", "poisson"),
     ("binarization", "otsu"),
@@ -457,11 +493,11 @@ def test_bad_numbers_raise(data, field, value):
 def test_cvae_needs_labels_and_images():
   unlabelled = genjax.data.DatasetInfo("fake", "image", (8, 8, 1), 0, 10, 10)
   with pytest.raises(ValueError, match="cvae.*fake"):
-    make_family(unlabelled, kind="cvae")
-  make_family(unlabelled, kind="vae")  # fine without labels
+    make_family(unlabelled, variant="cvae")
+  make_family(unlabelled, variant="vae")  # fine without labels
   vectors = genjax.data.DatasetInfo("points", "vector", (2,), 0, 10, 10)
   with pytest.raises(ValueError, match="points"):
-    make_family(vectors, kind="vae")
+    make_family(vectors, variant="vae")
 
 
 # --------------------------------------------------------------------------- PCA
@@ -521,10 +557,11 @@ def test_fit_pca_needs_2d():
 # --------------------------------------------------------------------------- latent tools
 
 
-def test_interpolate_linear():
+def test_lerp():
   rng = np.random.default_rng(2)
   a, b = rng.normal(size=(3, 5)).astype(np.float32), rng.normal(size=(3, 5)).astype(np.float32)
-  path = latent.interpolate(a, b, 5)
+  t = jnp.linspace(0.0, 1.0, 5)[None, :, None]
+  path = np.asarray(lerp(a[:, None], b[:, None], t))
   chex.assert_shape(path, (3, 5, 5))
   np.testing.assert_allclose(path[:, 0], a, atol=1e-6)
   np.testing.assert_allclose(path[:, -1], b, atol=1e-6)
@@ -532,7 +569,7 @@ def test_interpolate_linear():
   np.testing.assert_allclose(path[:, 1], 0.75 * a + 0.25 * b, atol=1e-6)
 
 
-def test_interpolate_spherical():
+def test_slerp():
   # One call (one set of shapes to compile), four kinds of endpoint pairs per row:
   # orthogonal unit vectors, two random pairs with equal norms, and a parallel pair.
   rng = np.random.default_rng(3)
@@ -542,7 +579,7 @@ def test_interpolate_spherical():
   b[3] = 2 * a[3]
   a, b = a.astype(np.float32), b.astype(np.float32)
   steps = 7
-  path = latent.interpolate(a, b, steps, spherical=True)
+  path = np.asarray(slerp(a[:, None], b[:, None], jnp.linspace(0.0, 1.0, steps)[None, :, None]))
   chex.assert_shape(path, (4, steps, 6))
   assert np.all(np.isfinite(path))
   np.testing.assert_allclose(path[:, 0], a, atol=1e-5)
@@ -560,33 +597,16 @@ def test_interpolate_spherical():
   np.testing.assert_allclose(path[3], a[3] * np.linspace(1, 2, steps)[:, None], rtol=1e-4, atol=1e-5)
 
 
-def test_attribute_vector_and_add_attribute():
-  rng = np.random.default_rng(4)
-  z = rng.normal(size=(10, 3))
-  has = np.array([1, 0, 1, 1, 0, 0, 0, 1, 0, 0])
-  v = latent.attribute_vector(z, has)
-  chex.assert_shape(v, (3,))
-  np.testing.assert_allclose(v, z[has == 1].mean(0) - z[has == 0].mean(0), atol=1e-12)
-  for bad in (np.ones(10), np.zeros(10)):
-    with pytest.raises(ValueError, match="both with and without"):
-      latent.attribute_vector(z, bad)
-  scales = np.array([-1.0, 0.0, 2.0, 0.5])
-  moved = latent.add_attribute(z, v, scales)
-  chex.assert_shape(moved, (10, 4, 3))
-  for i, s in enumerate(scales):
-    np.testing.assert_allclose(moved[:, i], z + s * v, atol=1e-12)
-
-
 def test_encode_split_and_decode_images(built, data):
-  family, params = built(kind="vae", binarization="threshold")
+  family, params = built(variant="vae", binarization="threshold")
   _, splits = data
   source = genjax.data.ArraySource({k: v[:37] for k, v in splits["test"].arrays.items()})
-  z, labels = latent.encode_split(family, params, source, _key(40), batch_size=16)
+  z, labels = family.encode_split(params, source, _key(40), batch_size=16)
   chex.assert_shape(z, (37, Z))
   np.testing.assert_array_equal(labels, source.arrays["label"])
   mean, _ = family.encode(params, preprocess.binarize_threshold(source.arrays["image"]))
   np.testing.assert_allclose(z, np.asarray(mean), rtol=1e-5, atol=1e-5)
-  images = latent.decode_images(family, params, z[:5])
+  images = np.asarray(family.decode_images(params, jnp.asarray(z[:5])))
   chex.assert_shape(images, (5, 8, 8, 1))
   chex.assert_type(images, np.uint8)
   expected = np.round(scipy.special.expit(np.asarray(family.decode(params, jnp.asarray(z[:5])), np.float64)) * 255)
@@ -601,43 +621,44 @@ def test_argument_errors_name_the_bad_value():
   with pytest.raises(ValueError, match="at least one sample"):
     losses.iwae_bound(np.zeros((0, 3)))
   cfg = vae.get_config("tiny")
-  cfg.model.kind = "dae"
+  cfg.model.variant = "dae"
   cfg.model.corruption = "masking"
   cfg.model.corruption_level = 1.5
   info, _ = genjax.data.load_dataset(cfg.data)
-  with pytest.raises(ValueError, match="corruption_level=1.5"):
-    AutoencoderFamily(cfg.model, info)
-  cfg.model.kind = "cvae"
-  cvae = AutoencoderFamily(cfg.model, info)
+  with pytest.raises(ValueError, match=re.escape("model.corruption_level=1.5 is not valid")):
+    AutoencoderFamily(cfg, info)
+  cfg.model.variant = "cvae"
+  cfg.model.corruption_level = 0.5
+  cvae = AutoencoderFamily(cfg, info)
   with pytest.raises(ValueError, match="pass labels"):
-    latent.decode_images(cvae, None, np.zeros((2, cfg.model.latent_dim)))
+    cvae.decode_images(None, np.zeros((2, cfg.model.latent_dim)))
 
 
 @pytest.mark.parametrize("kind", ["vae", "ae"])
-def test_figures_every_kind(built, data, kind, tmp_path):
-  from genjax.eval import figures
-  from genjax.eval.latent import encode_split, save_latent_map
-
-  family, params = built(kind=kind)
+def test_figures_every_kind(built, data, kind):
+  family, params = built(variant=kind)
+  state = _state(family)
   test = data[1]["test"]
   key = _key(5)
-  samples, _ = figures.autoencoder_figure(family, params, test, "samples", 12, key)
-  chex.assert_shape(samples, (12, 8, 8, 1))
-  recon, _ = figures.autoencoder_figure(family, params, test, "reconstructions", 12, key)
-  chex.assert_shape(recon, (12, 8, 8, 1))
-  np.testing.assert_array_equal(recon[0::2], test[np.arange(6)]["image"])  # inputs, then their reconstructions
-  interp, ncol = figures.autoencoder_figure(family, params, test, "interpolation", 16, key, spherical=True)
-  chex.assert_shape(interp, (16, 8, 8, 1))
-  assert ncol == figures.INTERPOLATION_STEPS
-  attr, ncol = figures.autoencoder_figure(family, params, test, "attribute", 16, key, label=3)
-  chex.assert_shape(attr, (16, 8, 8, 1))
+  figures = family.figures()
+  assert set(figures) == {"samples", "reconstructions", "interpolation", "attribute"}  # latent_map: 2-D latents
+  samples = figures["samples"](params, state, key, test, FigureOptions(num=12))
+  chex.assert_shape(samples.data, (12, 8, 8, 1))
+  recon = figures["reconstructions"](params, state, key, test, FigureOptions(num=12))
+  assert recon.kind == "pairs"
+  chex.assert_shape(recon.data, (6, 2, 8, 8, 1))
+  # The inputs are a class-balanced choice: six different digits (the split is ordered by label).
+  labels = {
+    int(test[np.flatnonzero((test[np.arange(len(test))]["image"] == im).all((1, 2, 3)))[:1]]["label"][0])
+    for im in np.asarray(recon.data[:, 0])
+  }
+  assert len(labels) == 6, labels
+  interp = figures["interpolation"](params, state, key, test, FigureOptions(num=16, spherical=True))
+  chex.assert_shape(interp.data, (16, 8, 8, 1))
+  assert interp.ncol == 8
+  attr = figures["attribute"](params, state, key, test, FigureOptions(num=16, label=3))
+  chex.assert_shape(attr.data, (16, 8, 8, 1))
   # Scale 0 decodes the unchanged code; larger scales move away from it.
-  assert not np.array_equal(attr[0], attr[ncol - 1])
-  with pytest.raises(ValueError, match="unknown figure kind"):
-    figures.autoencoder_figure(family, params, test, "movie", 4, key)
-  z, labels = encode_split(family, params, test, key)
-  chex.assert_shape(z, (len(test), family.cfg.latent_dim))
+  assert not np.array_equal(np.asarray(attr.data[0]), np.asarray(attr.data[attr.ncol - 1]))
   with pytest.raises(ValueError, match="needs a 2-D latent"):
-    save_latent_map(str(tmp_path / "map.png"), z, labels)
-  path = save_latent_map(str(tmp_path / "map.png"), z[:, :2], labels)
-  assert os.path.getsize(path) > 1000
+    family.figure_latent_map(params, state, key, test, FigureOptions(num=4))

@@ -13,6 +13,8 @@ import pytest
 import genjax.data
 from genjax import diffusion, losses
 from genjax.configs import ddpm as ddpm_config
+from genjax.models import FigureOptions
+from genjax.models.base import PICTURE_POINTS
 from genjax.models.ddpm import DDPMFamily
 from genjax.nn.unet import TimeMLP, UNet, timestep_embedding
 from genjax.train.state import param_count
@@ -86,10 +88,10 @@ def test_timestep_embedding_is_sin_then_cos():
   np.testing.assert_allclose(emb[0], [0, 0, 0, 0, 1, 1, 1, 1])
 
 
-def _family(preset="tiny", **model):
-  cfg = tiny_config("ddpm", preset, **{f"model.{k}": v for k, v in model.items()})
+def _family(preset="tiny", **overrides):
+  cfg = tiny_config("ddpm", preset, **{k if "." in k else f"model.{k}": v for k, v in overrides.items()})
   info, splits = genjax.data.load_dataset(cfg.data)
-  return DDPMFamily(cfg.model, info), splits, cfg
+  return DDPMFamily(cfg, info), splits, cfg
 
 
 def test_family_bound_is_the_sum_of_its_terms_in_bits_per_dim():
@@ -129,14 +131,17 @@ def test_family_sampling_is_deterministic_per_key_and_returns_images():
   a, b = gen(params, {}, jax.random.key(5), num=3), gen(params, {}, jax.random.key(5), num=3)
   assert a.shape == (3, 8, 8, 1) and a.dtype == jnp.uint8
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  ddim = family.sample(params, jax.random.key(5), 3, sampler="ddim", ddim_steps=4, eta=0.0)
+  family4, _, _ = _family(**{"sampling.ddim_steps": 4})
+  ddim = family4.sample_model(params, jax.random.key(5), 3, sampler="ddim")
   assert ddim.shape == (3, 8, 8, 1) and float(jnp.max(jnp.abs(ddim))) <= 1.0 + 1e-6  # clipped x0_hat
-  with pytest.raises(ValueError, match="model.variance"):
+  with pytest.raises(ValueError, match="model.variance='learned' is not valid"):
     _family(variance="learned")
+  with pytest.raises(ValueError, match="sampling.ddim_steps=11 is not valid: expected at most"):
+    _family(**{"sampling.ddim_steps": 11})
 
 
 def test_toy_family_draws_vectors_and_a_scatter_picture():
-  family, splits, _ = _family("tiny,toy", num_timesteps=10, plot_points=50, mlp_hidden=(16,))
+  family, splits, _ = _family("tiny,toy", num_timesteps=10, mlp_hidden=(16,), **{"sampling.interp_t": 5})
   assert isinstance(family.net, TimeMLP) and not family.images
   batch = splits["train"][np.arange(8)]
   params, _ = family.init(jax.random.key(0), batch)
@@ -145,7 +150,8 @@ def test_toy_family_draws_vectors_and_a_scatter_picture():
   x = family.generate(params, {}, jax.random.key(2), 5)
   assert x.shape == (5, 2) and x.dtype == jnp.float32
   grid = family.sample_grid(params, {}, jax.random.key(2), batch, num=4)
-  assert grid.shape == (1, 128, 128, 1) and grid.dtype == jnp.uint8
+  assert grid.kind == "points" and grid.data.shape == (PICTURE_POINTS, 2)
+  assert set(family.figures()) == {"samples"}  # trajectories and interpolations are for images
   full = family.evaluate(params, {}, batch, jax.random.key(3), full_bound=True)
   assert "bits_per_dim" not in full and np.all(np.isfinite(np.asarray(full["nll_bound"])))
 
@@ -167,7 +173,7 @@ def test_tiny_preset_trains_evaluates_and_samples_from_the_command_line(tmp_path
   p = run_module("experiments.evaluate", cfg, f"--workdir={workdir}", "--config.eval.bound_examples=20")
   assert p.returncode == 0, p.stderr[-3000:]
   result = json.loads(p.stdout.strip().splitlines()[-1])
-  assert result["bound_examples"] == 20 and result["step"] == 4
+  assert result["num_examples"] == 20 and result["step"] == 4 and result["full_bound"]
   parts = result["prior_bits_per_dim"] + result["kl_bits_per_dim"] + result["decoder_bits_per_dim"]
   assert result["bits_per_dim"] == pytest.approx(parts, rel=1e-5)
   out = str(tmp_path / "samples.png")
@@ -178,25 +184,27 @@ def test_tiny_preset_trains_evaluates_and_samples_from_the_command_line(tmp_path
     "--kind=samples",
     "--num=10",
     f"--out={out}",
-    "--sampler=ddim",
-    "--ddim_steps=3",
-    "--eta=1.0",
+    "--config.sampling.sampler=ddim",
+    "--config.sampling.ddim_steps=3",
+    "--config.sampling.ddim_eta=1.0",
   )
   assert p.returncode == 0, p.stderr[-3000:]
   assert os.path.exists(out)
 
 
 def test_trajectory_and_interpolation_figures():
-  from genjax.eval.diffusion_figures import ddpm_figure
-
-  family, splits, _ = _family()
+  family, splits, _ = _family(**{"sampling.trajectory_every": 5})
   test = splits["test"]
   params, _ = family.init(jax.random.key(0), test[np.arange(2)])
-  images, ncol = ddpm_figure(family, params, test, "trajectory", 2, jax.random.key(1), trajectory_every=5)
-  assert images.shape == (4, 8, 8, 1) and ncol == 2 and images.dtype == np.uint8
-  images, ncol = ddpm_figure(family, params, test, "interpolation", 10, jax.random.key(1), interp_t=5)
-  assert images.shape == (10, 8, 8, 1) and ncol == 10
-  np.testing.assert_array_equal(images[0], test[np.arange(1)]["image"][0])  # the endpoints are the images
-  np.testing.assert_array_equal(images[-1], test[np.arange(2)]["image"][1])
+  figures = family.figures()
+  traj = figures["trajectory"](params, {}, jax.random.key(1), test, FigureOptions(num=2))
+  assert traj.data.shape == (4, 8, 8, 1) and traj.ncol == 2 and traj.data.dtype == jnp.uint8
+  interp = figures["interpolation"](params, {}, jax.random.key(1), test, FigureOptions(num=10))
+  images = np.asarray(interp.data)
+  assert images.shape == (10, 8, 8, 1) and interp.ncol == 10
+  rng = np.random.default_rng(0)  # the figure's choice of test images (FigureOptions.seed = 0)
+  ends = test[rng.choice(len(test), size=2, replace=False)]["image"]
+  np.testing.assert_array_equal(images[0], ends[0])  # the endpoints are the images
+  np.testing.assert_array_equal(images[-1], ends[1])
   with pytest.raises(ValueError, match="interpolation step"):
-    ddpm_figure(family, params, test, "interpolation", 10, jax.random.key(1), interp_t=10)
+    family.interpolate(params, jax.random.key(1), ends[0], ends[1], t=10)

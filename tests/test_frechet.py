@@ -7,6 +7,7 @@ import pytest
 import scipy.linalg
 
 from genjax.eval import frechet
+from tests.helpers import tiny_config
 
 
 def _random_spd(rng, d):
@@ -69,16 +70,14 @@ def test_batched_features_pads_and_crops():
 
 
 def test_feature_classifier_trains_caches_and_scores(tmp_path):
-  from genjax.configs import default, feature_classifier
-  from genjax.eval.feature_classifier import load_or_train
+  from genjax.data import load_dataset
+  from genjax.eval.feature_classifier import ClassifierSettings, load_or_train
 
-  data = default.get_base_config().data
-  data.name = "digits_8x8"
-  cfg = feature_classifier.get_config()
-  cfg.cache_dir, cfg.num_steps, cfg.batch_size = str(tmp_path), 150, 64
-  clf = load_or_train(data, cfg)
+  info, splits = load_dataset(tiny_config().data)
+  cfg = ClassifierSettings(cache_dir=str(tmp_path), num_steps=150, batch_size=64)
+  clf = load_or_train(info, splits, cfg)
   assert clf.test_accuracy > 0.8, clf.test_accuracy  # 10 classes: chance is 0.1
-  again = load_or_train(data, cfg)  # from the cache
+  again = load_or_train(info, splits, cfg)  # from the cache
   assert again.path == clf.path and again.test_accuracy == clf.test_accuracy
   images = np.random.default_rng(0).integers(0, 256, (5, 8, 8, 1), dtype=np.uint8)
   np.testing.assert_array_equal(np.asarray(clf.features(images)), np.asarray(again.features(images)))

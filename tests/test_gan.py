@@ -7,11 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from genjax.models.base import PICTURE_POINTS
+from genjax.models.gan import split_minibatches
 from genjax.nn.dcgan import DCGANDiscriminator, DCGANGenerator
 from genjax.train import loop
 from genjax.train.experiment import Experiment
 from genjax.train.sharding import make_mesh
-from genjax.train.two_player import split_minibatches
 from tests.helpers import assert_trees_equal, tiny_config
 
 
@@ -44,17 +45,20 @@ def test_generator_output_range_and_bad_sizes():
   assert float(jnp.max(jnp.abs(x))) <= 1.0
   with pytest.raises(ValueError, match=r"28x28 .*|divisible by 2\*\*3"):
     DCGANGenerator((28, 28, 1), (32, 16, 8)).init(jax.random.key(0), z, train=False)
-  with pytest.raises(ValueError, match="model.arch='mlp' models toy vectors"):
+  with pytest.raises(ValueError, match="model.arch='mlp' is not valid: expected 'dcgan'"):
     Experiment(tiny_config("gan", **{"model.arch": "mlp"}), mesh=make_mesh(1))
   with pytest.raises(ValueError, match="model.loss='wasserstein' is not valid"):
     Experiment(tiny_config("gan", **{"model.loss": "wasserstein"}), mesh=make_mesh(1))
-  with pytest.raises(ValueError, match="divisible by model.d_steps \\* devices = 3 \\* 4"):
-    Experiment(tiny_config("gan", **{"model.d_steps": 3}), mesh=make_mesh(4)).train_step()
+  with pytest.raises(
+    ValueError, match=r"train.batch_size=32 is not valid: expected a multiple of 12 \(4 device\(s\) x 3"
+  ):
+    Experiment(tiny_config("gan", **{"model.d_steps": 3}), mesh=make_mesh(4))
 
 
 def test_minibatches_are_strided_rows():
   batch = {"x": jnp.arange(12)}
-  np.testing.assert_array_equal(split_minibatches(batch, 3)["x"], [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]])
+  parts = [np.asarray(m["x"]).tolist() for m in split_minibatches(batch, 3)]
+  assert parts == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
 
 
 def _run(exp, n):
@@ -119,7 +123,7 @@ def test_conditional_generate_and_evaluate():
 
 
 def test_toy_family_picture_metrics_and_sample_statistics():
-  from genjax.eval.sample_metrics import sample_statistics
+  from genjax.eval.sample_metrics import SampleStatistics, sample_statistics
 
   for preset in ("tiny,ring8", "tiny,bimodal_far,wgan_gp"):
     config = tiny_config("gan_toy", preset)
@@ -128,11 +132,12 @@ def test_toy_family_picture_metrics_and_sample_statistics():
     grid = jax.jit(exp.family.sample_grid, static_argnames="num")(
       state.params, state.model_state, exp.sample_key(), exp.example_batch(2), num=1
     )
-    assert grid.shape == (1, 128, 128, 1) and grid.dtype == jnp.uint8
+    assert grid.kind == "points" and grid.data.shape == (PICTURE_POINTS,) + exp.info.shape
     assert np.isfinite(metrics[-1]["loss"])
     ev = exp.evaluate(state.params, state.model_state)
     assert 0.0 <= ev["high_quality"] <= 1.0 and np.isfinite(ev["log_p_data"])
-    stats = sample_statistics(exp, state.params, state.model_state, jax.random.key(3), 600)
+    options = SampleStatistics(600, jax.random.key(3))
+    stats = sample_statistics(exp.family, state.params, state.model_state, exp.splits, options)
     assert len(stats["mode_fractions"]) == len(exp.family.toy.modes)
     assert stats["num_modes"] == len(exp.family.toy.modes) and 0 <= stats["modes_covered"] <= stats["num_modes"]
     if exp.info.shape == (1,):
@@ -150,11 +155,12 @@ def test_other_families_generate():
 @pytest.mark.slow
 def test_optimal_discriminator_gap_shrinks_with_training():
   """On the 1-D Gaussian, a trained D is close to D* (about 1/2 everywhere once p_g ~ p_data)."""
-  from genjax.eval.sample_metrics import toy_statistics
+  from genjax.eval.sample_metrics import SampleStatistics, vector_statistics
 
   config = tiny_config("gan_toy", "gaussian_1d", **{"train.num_steps": 1500})
   exp = Experiment(config, mesh=make_mesh(1))
   state, _ = _run(exp, 1500)
-  stats = toy_statistics(exp, state.params, state.model_state, jax.random.key(0), 5000)
+  options = SampleStatistics(5000, jax.random.key(0))
+  stats = vector_statistics(exp.family, state.params, state.model_state, exp.splits, options)
   assert stats["d_gap_mean"] < 0.1 and abs(stats["d_star_mean"] - 0.5) < 0.1, stats
   assert stats["energy_distance"] < 0.05, stats

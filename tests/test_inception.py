@@ -7,12 +7,12 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 from genjax.cli import convert_inception_weights as convert_script
 from genjax.eval import inception, sample_metrics
+from tests.helpers import tiny_config
 
 SIZE = inception.MIN_SIZE
 
@@ -201,20 +201,28 @@ def test_converter_needs_torch_only_to_read_pth(tmp_path):
 
 
 def test_feature_network_config(tmp_path, variables):
-  config = ml_collections.ConfigDict({"eval": {"feature_net": "inception", "inception_weights": ""}})
+  import types
+
+  from genjax import schema
+  from genjax.train.config import EvalConfig
+
+  config = types.SimpleNamespace(feature_net="inception", inception_weights="")
   with pytest.raises(ValueError, match="needs eval.inception_weights"):
-    sample_metrics.feature_network(config)
-  config.eval.inception_weights = str(tmp_path / "absent.npz")
+    sample_metrics.feature_network(config, None, None)
+  config.inception_weights = str(tmp_path / "absent.npz")
   with pytest.raises(FileNotFoundError, match="absent.npz"):
-    sample_metrics.feature_network(config)
+    sample_metrics.feature_network(config, None, None)
   path = str(tmp_path / "w.npz")
   inception.save_weights(path, variables)
-  config.eval.inception_weights = path
-  features, info = sample_metrics.feature_network(config)
+  config.inception_weights = path
+  features, info = sample_metrics.feature_network(config, None, None)
   assert callable(features) and info == {"feature_net": "inception", "inception_weights": path}
-  config.eval.feature_net = "vgg"
-  with pytest.raises(ValueError, match="'classifier' or 'inception'"):
-    sample_metrics.feature_network(config)
+  section = tiny_config().eval.to_dict()
+  section["feature_net"] = "vgg"
+  with pytest.raises(
+    schema.ConfigError, match="eval.feature_net='vgg' is not valid: expected one of 'classifier'"
+  ):
+    schema.parse(EvalConfig, section, "eval", others=("iwae_samples", "pca"))
 
 
 def test_basic_conv_is_conv_then_eval_batch_norm_eps_1e3():

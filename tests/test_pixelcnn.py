@@ -23,7 +23,7 @@ def _family(**model):
   for k, v in model.items():
     setattr(cfg.model, k, v)
   info, splits = genjax.data.load_dataset(cfg.data)
-  return PixelCNNFamily(cfg.model, info), splits
+  return PixelCNNFamily(cfg, info), splits
 
 
 @pytest.fixture(scope="module", params=["gated", "plain"])
@@ -57,7 +57,7 @@ def test_uniform_logits_give_exactly_eight_bits_per_dim():
 
 def test_batch_likelihood_is_sum_of_per_example(trained_like):
   family, params, batch = trained_like
-  values = family.values(jnp.asarray(batch["image"]), jax.random.key(0))
+  values = family.to_model(jnp.asarray(batch["image"]), jax.random.key(0))
   joint = family.log_prob_values(params, values)
   chex.assert_shape(joint, (6,))
   single = [float(family.log_prob_values(params, values[i : i + 1])[0]) for i in range(6)]
@@ -146,17 +146,19 @@ def test_learns_on_digits():
 
 
 def test_figures_samples_and_completion():
-  from genjax.eval import figures
+  from genjax.models import FigureOptions
 
   family, splits = _family(conditional=True)
   test = splits["test"]
   params, _ = family.init(jax.random.key(0), test[np.arange(2)])
-  images, _ = figures.autoregressive_figure(family, params, test, "samples", 3, jax.random.key(1), label=2)
-  chex.assert_shape(images, (3,) + family.image_shape)
-  pairs, _ = figures.autoregressive_figure(family, params, test, "completion", 4, jax.random.key(1))
-  chex.assert_shape(pairs, (4,) + family.image_shape)
-  np.testing.assert_array_equal(pairs[0::2], test[np.arange(2)]["image"])  # originals beside completions
+  figures = family.figures()
+  assert set(figures) == {"samples", "completion"}
+  images = figures["samples"](params, {}, jax.random.key(1), test, FigureOptions(num=3, label=2))
+  chex.assert_shape(images.data, (3,) + family.image_shape)
+  pairs = figures["completion"](params, {}, jax.random.key(1), test, FigureOptions(num=4))
+  assert pairs.kind == "pairs"
+  pairs = np.asarray(pairs.data)
+  chex.assert_shape(pairs, (2, 2) + family.image_shape)
   h = family.image_shape[0]
-  np.testing.assert_array_equal(pairs[1::2, : h // 2], pairs[0::2, : h // 2])
-  with pytest.raises(ValueError, match="label 10 is outside"):
-    figures.autoregressive_figure(family, params, test, "samples", 2, jax.random.key(1), label=10)
+  np.testing.assert_array_equal(pairs[:, 1, : h // 2], pairs[:, 0, : h // 2])  # the upper half is kept
+  assert pairs[0, 0].tolist() != pairs[1, 0].tolist()  # two different test images (class-balanced choice)

@@ -13,7 +13,9 @@ import pytest
 import genjax.data
 from genjax import losses
 from genjax.configs import realnvp as realnvp_config
-from genjax.eval import toy_density
+from genjax.eval import render, toy_density
+from genjax.models import FigureOptions
+from genjax.models.base import PICTURE_POINTS
 from genjax.models.realnvp import RealNVPFamily
 from genjax.nn import flows
 
@@ -175,7 +177,7 @@ def test_bits_per_dim_on_hand_computed_cases():
 def image_family():
   cfg = realnvp_config.get_config("tiny")
   info, splits = genjax.data.load_dataset(cfg.data)
-  family = RealNVPFamily(cfg.model, info)
+  family = RealNVPFamily(cfg, info)
   batch = splits["test"][np.arange(6)]
   params, model_state = family.init(jax.random.key(0), batch)
   params = _randomize(params, scale=0.05)
@@ -206,30 +208,32 @@ def test_encode_decode_sample_and_interpolate(image_family):
   assert rows.shape == (2, 5, 8, 8, 1) and rows.dtype == jnp.uint8
   np.testing.assert_array_equal(rows[:, 0], images[:2])
   np.testing.assert_array_equal(rows[:, -1], images[2:4])
-  s1 = family.sample(params, jax.random.key(5), 4, model_state=model_state)
-  s2 = family.sample(params, jax.random.key(5), 4, model_state=model_state)
+  s1 = family.sample(params, model_state, jax.random.key(5), 4)
+  s2 = family.generate(params, model_state, jax.random.key(5), 4)  # sampling.temperature = 1
   assert s1.shape == (4, 8, 8, 1) and s1.dtype == jnp.uint8
   np.testing.assert_array_equal(s1, s2)
-  cold = family.sample(params, jax.random.key(5), 2, temperature=0.0, model_state=model_state)
+  cold = family.sample(params, model_state, jax.random.key(5), 2, temperature=0.0)
   np.testing.assert_array_equal(cold, family.decode(params, model_state, jnp.zeros((2, 64))))
   with pytest.raises(ValueError, match="temperature"):
-    family.sample(params, jax.random.key(5), 2, temperature=-1.0, model_state=model_state)
+    family.sample(params, model_state, jax.random.key(5), 2, temperature=-1.0)
 
 
 def test_toy_density_integrates_to_one_and_pictures():
   cfg = realnvp_config.get_config("ring8,toy_tiny")
   info, splits = genjax.data.load_dataset(cfg.data)
-  family = RealNVPFamily(cfg.model, info)
+  family = RealNVPFamily(cfg, info)
   batch = splits["train"][np.arange(128)]
   params, model_state = family.init(jax.random.key(0), batch)
   params = _randomize(params, scale=0.05)
   _, (_, model_state) = family.loss(params, model_state, batch, jax.random.key(1))
   log_p, area = family.grid_log_prob(params, model_state, -10.0, 10.0, 500)
   assert abs(toy_density.grid_integral(log_p, area) - 1.0) < 0.02
-  picture = family.density_image(params, model_state, -3.0, 3.0, 64)
-  assert picture.shape == (64, 64, 1) and picture.dtype == jnp.uint8 and picture.min() == 0
+  figure = family.figures()["density"](params, model_state, None, None, FigureOptions(extent=(-3.0, 3.0)))
+  assert figure.kind == "density" and figure.data.shape == (256, 256) and figure.extent == (-3.0, 3.0)
+  picture = render.picture(figure)
+  assert picture.dtype == np.uint8 and picture.min() == 0
   grid = family.sample_grid(params, model_state, jax.random.key(0), batch, 1)
-  assert grid.shape == (1, 128, 128, 1)
+  assert grid.kind == "points" and grid.data.shape == (PICTURE_POINTS, 2)
   assert family.generate(params, model_state, jax.random.key(0), 7).shape == (7, 2)
 
 
@@ -238,8 +242,8 @@ def test_bad_configs_give_clear_errors():
   info, _ = genjax.data.load_dataset(cfg.data)
   cfg.model.num_scales = 5
   with pytest.raises(ValueError, match="num_scales=5"):
-    RealNVPFamily(cfg.model, info)
+    RealNVPFamily(cfg, info)
   cfg = realnvp_config.get_config("tiny")
   cfg.model.alpha = 0.7
-  with pytest.raises(ValueError, match="alpha"):
-    RealNVPFamily(cfg.model, info)
+  with pytest.raises(ValueError, match=r"model.alpha=0.7 is not valid: expected a number in \[0, 0.5\)"):
+    RealNVPFamily(cfg, info)

@@ -164,12 +164,12 @@ def test_bad_batch_and_bad_batch_size_give_clear_errors():
   wrong = {"image": np.zeros((32, 28, 28, 1), np.uint8), "label": np.zeros((32,), np.int32)}
   with pytest.raises(ValueError, match=r"\(28, 28, 1\).*\(8, 8, 1\)"):
     exp.shard(wrong)
-  with pytest.raises(ValueError, match="train.batch_size 30 is not divisible by the 4 devices"):
+  with pytest.raises(ValueError, match=r"train.batch_size=30 is not valid: expected a multiple of 4 \(4 device"):
     Experiment(tiny_config(**{"train.batch_size": 30}), mesh=make_mesh(4))
-  with pytest.raises(ValueError, match="eval.batch_size 250 is not divisible by the 4 devices"):
+  with pytest.raises(ValueError, match="eval.batch_size=250 is not valid: expected a multiple of the 4 device"):
     Experiment(tiny_config(**{"eval.batch_size": 250}), mesh=make_mesh(4))
-  with pytest.raises(ValueError, match="model.kind='vea' is not valid"):
-    Experiment(tiny_config(**{"model.kind": "vea"}), mesh=make_mesh(1))
+  with pytest.raises(ValueError, match="model.variant='vea' is not valid"):
+    Experiment(tiny_config(**{"model.variant": "vea"}), mesh=make_mesh(1))
 
 
 def test_learns_on_digits():

@@ -2,7 +2,7 @@
 
   python -m benchmarks.sampling_throughput --config=configs/pixelcnn.py [--num=16 --repeats=3]
 
-Compiles `family.sample` once for `--num` images (timed), then reports the median of
+Compiles `family.generate` once for `--num` samples (timed), then reports the median of
 `--repeats` timed calls: images/s and seconds per image, as a table line and a JSON
 line. Parameters are the fresh initialization: the sampler's cost does not depend on
 their values.
@@ -10,8 +10,6 @@ their values.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import statistics
 import time
@@ -31,26 +29,20 @@ def measure(config, num: int, repeats: int) -> dict:
 
   exp = Experiment(config)
   state = exp.init_state()
-  params = state.params
-  # Families whose sampler needs non-trained variables (RealNVP's batch-norm statistics)
-  # take them as the keyword `model_state`.
-  extra = (
-    {"model_state": state.model_state} if "model_state" in inspect.signature(exp.family.sample).parameters else {}
-  )
-  sample = jax.jit(functools.partial(exp.family.sample, **extra), static_argnames=("num",))
+  generate = jax.jit(exp.family.generate, static_argnames=("num",))
   key = exp.sample_key()
   t0 = time.perf_counter()
-  compiled = sample.lower(params, key, num=num).compile()
+  compiled = generate.lower(state.params, state.model_state, key, num=num).compile()
   compile_s = time.perf_counter() - t0
   times = []
   for i in range(repeats):
     t0 = time.perf_counter()
-    jax.block_until_ready(compiled(params, jax.random.fold_in(key, i)))
+    jax.block_until_ready(compiled(state.params, state.model_state, jax.random.fold_in(key, i)))
     times.append(time.perf_counter() - t0)
   median = statistics.median(times)
   device = jax.devices()[0]
   return {
-    "config": f"{config.model.family}/{config.model.get('variant', config.model.get('kind', ''))}",
+    "config": exp.family.name,
     "dataset": exp.info.name,
     "num": num,
     "images_per_sec": num / median,
@@ -75,7 +67,7 @@ def main(argv):
 
 def entry() -> None:
   """The `genjax-bench-sampling` console script."""
-  common.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     pass
   device = jax.devices()[0]
   return {
-    "config": config.model.get("family", "?") + "/" + str(config.model.get("kind", "")),
+    "config": exp.family.name,
     "dataset": exp.info.name,
     "batch_size": batch_size,
     "steps_per_sec": 1.0 / median,
@@ -116,7 +116,7 @@ def main(argv):
 
 def entry() -> None:
   """The `genjax-bench-step` console script."""
-  common.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,12 @@ SAMPLING_CASES = [
   ("pixelcnn_gated", "configs/pixelcnn.py", 16),
   ("realnvp_mnist", "configs/realnvp.py", 64),
   ("ddpm_ancestral", "configs/ddpm.py", 16, {"repeats": 1}),
-  ("ddpm_ddim50", "configs/ddpm.py --config.model.sampler=ddim --config.model.ddim_steps=50", 16, {"repeats": 2}),
+  (
+    "ddpm_ddim50",
+    "configs/ddpm.py --config.sampling.sampler=ddim --config.sampling.ddim_steps=50",
+    16,
+    {"repeats": 2},
+  ),
 ]
 
 

@@ -1,22 +1,27 @@
-"""What every launch script shares: the --config/--workdir flags and clear flag errors.
+"""What every launch script shares: the --config/--workdir flags, config resolution and one-line errors.
 
 Heavy imports (jax, the models) happen inside each script's `main`, so a bad flag
-fails in well under a second.
+fails in well under a second. Every usage error (a bad flag, a missing or broken
+config file, an unknown preset, family or dataset, an invalid config value) ends the
+script with one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
 CONFIG = config_flags.DEFINE_config_file(
   "config",
   None,
-  "Experiment config file, e.g. configs/vae.py (a preset after a colon: configs/vae.py:tiny).",
+  "Experiment config: a shipped config by name (vae, configs/vae.py, genjax:configs/vae.py) or a file path; "
+  "presets after a colon (configs/vae.py:tiny,conv). Override any key with --config.section.key=value.",
   lock_config=True,
 )
 WORKDIR = flags.DEFINE_string(
@@ -28,9 +33,12 @@ DISTRIBUTED = flags.DEFINE_boolean(
   "Call jax.distributed.initialize() first (multi-host runs; each host runs "
   "the same command and feeds its slice of every global batch).",
 )
-
+PRINT_CONFIG = flags.DEFINE_boolean(
+  "print_config", False, "Print the resolved config (every key and value, overrides applied) and exit."
+)
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+log = logging.getLogger("genjax")
 
 
 def resolve_config_path(spec: str) -> str:
@@ -57,43 +65,106 @@ def resolve_config_path(spec: str) -> str:
 
 def shipped_configs() -> list[str]:
   """Names of the configs shipped in `genjax/configs/` (what `--config=NAME` accepts)."""
-  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))
+  return sorted(
+    f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_") and f != "default.py"
+  )
 
 
-def _resolve_argv(argv: list[str]) -> list[str]:
+def flatten_config(config, prefix: str = "") -> list[tuple[str, object]]:
+  """`[(dotted key, value)]` of a ConfigDict, sorted: what `--config.<key>=<value>` can override."""
+  out = []
+  for key in sorted(config.keys()):
+    value = config[key]
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      out.extend(flatten_config(value, name + "."))
+    else:
+      out.append((name, value))
+  return out
+
+
+def fail(message: str, status: int = 2) -> None:
+  """Writes `error: <message>` (one line) to stderr and exits with `status` (2: usage error)."""
+  sys.stderr.write(f"error: {' '.join(str(message).split())}\n")
+  sys.exit(status)
+
+
+def _config_arg(argv: list[str]) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a[len("--config=") :]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _check_config_file(spec: str) -> None:
+  """A one-line error for a config that cannot be found or loaded (before ml-collections' traceback)."""
+  path = spec.partition(":")[0]
+  if not os.path.isfile(path):
+    fail(
+      f"--config={spec}: no such file, and no shipped config of that name; shipped: {', '.join(shipped_configs())}"
+    )
+
+
+def _help(main_module: str) -> None:
+  """`--help`: the command's own flags and the shared ones (absl's default lists only the __main__ module's)."""
+  doc = sys.modules[main_module].__doc__ or ""
+  print(doc.strip() + "\n")
+  for module in (main_module, __name__):
+    for flag in sorted(flags.FLAGS.get_flags_for_module(module), key=lambda f: f.name):
+      default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+      print(f"  --{flag.name}: {' '.join((flag.help or '').split())}{default}")
+  print("\n  --config.<section>.<key>=<value>: override a config key (--print_config lists them all)")
+  print("  --helpfull: every flag, including JAX's and absl's")
+
+
+def _parse(argv: list[str], main_module: str) -> list[str]:
+  if any(a in ("--help", "-h", "-?") for a in argv[1:]):
+    _help(main_module)
+    sys.exit(0)
   out = []
   for a in argv:
     if a.startswith("--config="):
       a = "--config=" + resolve_config_path(a[len("--config=") :])
     out.append(a)
-  return out
-
-
-def _parse(argv: list[str]) -> list[str]:
-  argv = _resolve_argv(argv)
+  spec, given = _config_arg(out), _config_arg(argv)
+  if spec is not None:
+    _check_config_file(spec)
   try:
-    return flags.FLAGS(argv)
+    return flags.FLAGS(out)
   except flags.Error as e:
-    sys.stderr.write(f"error: {e}\nPass --helpfull to see the flags.\n")
-    sys.exit(2)
+    text = str(e)
+    if "Error whilst parsing config file" in text:  # the config file or a preset raised: keep its last line
+      last = re.findall(r"(\w+(?:Error|Exception)): (.*)$", text.strip(), flags=re.S)
+      fail(f"--config={given}: {last[-1][1] if last else text}")
+    fail(f"{text} (see --help)")
   except (AttributeError, KeyError) as e:
     # ml-collections raises these for an override of a key the config does not have.
-    overrides = [a for a in argv[1:] if a.startswith("--config.")]
-    detail = str(e).strip("'\"").replace("\\n", " ").replace("\n", " ")
-    sys.stderr.write(
-      f"error: unknown config key in {' '.join(overrides)}: {detail}\n"
-      f"Every key must already exist in the config file; see its get_config().\n"
+    overrides = [a for a in out[1:] if a.startswith("--config.")]
+    detail = str(e).strip("'\"")
+    fail(
+      f"unknown config key in {' '.join(overrides)}: {detail}; every key must already exist in the config "
+      f"(--print_config lists them)"
     )
-    sys.exit(2)
+  except Exception as e:  # noqa: BLE001 - a broken config file or preset: say which, in one line
+    fail(f"--config={given}: {type(e).__name__}: {e}")
 
 
-def run(main) -> None:
-  """`app.run(main)` with flag errors reported in one line and INFO logs on stderr."""
+def run(main, main_module: str) -> None:
+  """`app.run(main)` with usage errors in one line (exit 2), `--help` for the command's flags,
+  `--print_config`, and INFO logs on stderr."""
 
   def _main(argv):
     if CONFIG.value is None:
-      sys.stderr.write("error: --config is required, e.g. --config=configs/vae.py\n")
-      sys.exit(2)
+      fail(
+        "--config is required, e.g. --config=configs/vae.py (or a shipped name: "
+        + ", ".join(shipped_configs())
+        + ")"
+      )
+    if PRINT_CONFIG.value:
+      print("\n".join(f"{key} = {value!r}" for key, value in flatten_config(CONFIG.value)))
+      sys.exit(0)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge", "orbax"):
       logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -102,14 +173,16 @@ def run(main) -> None:
 
       jax.distributed.initialize()
     from genjax.data.tfds_input import DatasetUnavailableError
+    from genjax.schema import UsageError
 
     try:
       return main(argv)
+    except UsageError as e:
+      fail(str(e))
     except DatasetUnavailableError as e:  # says how to get the data; a traceback adds nothing
-      sys.stderr.write(f"error: {e}\n")
-      sys.exit(1)
+      fail(str(e), status=1)
 
-  app.run(_main, flags_parser=_parse)
+  app.run(_main, flags_parser=lambda argv: _parse(argv, main_module))
 
 
 def restore_or_exit(exp, workdir: str, which: str):
@@ -117,12 +190,10 @@ def restore_or_exit(exp, workdir: str, which: str):
   try:
     return exp.restore(workdir, which)
   except FileNotFoundError as e:
-    sys.stderr.write(f"error: {e}\n")
-    sys.exit(1)
+    fail(str(e), status=1)
 
 
 def require_workdir() -> str:
   if not WORKDIR.value:
-    sys.stderr.write("error: --workdir is required\n")
-    sys.exit(2)
+    fail("--workdir is required")
   return WORKDIR.value

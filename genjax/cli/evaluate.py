@@ -1,19 +1,16 @@
-"""Evaluate a checkpoint on the test split; the last line printed is one JSON object.
+"""Evaluate a checkpoint; the last line printed is one JSON object.
 
-  python -m experiments.evaluate --config=configs/vae.py --workdir=runs/vae [--checkpoint=best]
+  python -m experiments.evaluate --config=configs/vae.py --workdir=runs/vae [--checkpoint=best] [--sample_stats=N]
 
-The JSON is also written to WORKDIR/eval/step_<N>.json. For the autoencoder family it
-holds the ELBO (nats, bits/dim), the IWAE bound with `config.eval.iwae_samples`
-samples, the reconstruction MSE, and, with `config.eval.pca`, the PCA baseline's
-reconstruction MSE at the same latent size. For a family with `generate()` (GAN, VAE,
-PixelCNN) `--sample_stats=N` adds whole-sample statistics of N samples: the Frechet
-distance to the test split (and the test-vs-train floor) for images, mode coverage and
-the high-quality fraction for toys, and on 1-D toys the GAN discriminator's gap to
-D* = p_data / (p_data + p_g) (`genjax.eval.sample_metrics`; DDPM and RealNVP too).
-For DDPM it holds the simple loss and the
-exact variational bound (all T terms) in bits/dim with its parts (prior, KL, decoder),
-on the first `config.eval.bound_examples` examples of the split (0 = all; the number
-used is `bound_examples` in the JSON).
+The JSON is also written to WORKDIR/eval/step_<N>_<split>.json. It holds the means over
+the split of the family's per-example metrics, computed as the family's
+`final_evaluation()` asks (the VAE's IWAE bound with `eval.iwae_samples` samples, the
+DDPM's exact T-term bound on `eval.bound_examples` class-balanced examples, ...), the
+family's reference metrics (the autoencoder's PCA baseline with `eval.pca`), and with
+`--sample_stats=N` (or `eval.frechet_samples` / `eval.toy_samples`) statistics of N
+generated samples: the Frechet distance to the test split and its test-vs-train floor
+for images, the energy distance and mode statistics for vectors
+(`genjax.eval.sample_metrics`).
 """
 
 from __future__ import annotations
@@ -27,91 +24,68 @@ from absl import flags
 from genjax.cli import common
 
 CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "'latest', 'best', or a step number.")
-SPLIT = flags.DEFINE_string("split", "test", "Data split to evaluate.")
+SPLIT = flags.DEFINE_string("split", "test", "Data split to evaluate ('train' or 'test').")
 SAMPLES = flags.DEFINE_integer(
   "sample_stats",
   -1,
-  "Samples for the whole-sample statistics of a family with generate() (images: the "
-  "Frechet distance to the test split; toys: mode statistics); -1 = the config's eval.frechet_samples / "
-  "eval.toy_samples (0 if absent), 0 = off.",
+  "Samples for whole-sample statistics (images: the Frechet distance to the test split; vectors: energy "
+  "distance and mode statistics); -1 = the config's eval.frechet_samples / eval.toy_samples, 0 = off.",
 )
 
 
 def main(argv):
   del argv
   workdir = common.require_workdir()
+  if SAMPLES.value < -1:
+    common.fail(f"--sample_stats={SAMPLES.value} is not valid: expected N >= 0 samples (or -1 for the config's)")
   import jax
-  import numpy as np
 
-  from genjax.eval.pca import pca_reconstruction_mse
+  from genjax.eval.sample_metrics import SampleStatistics, feature_network, sample_statistics
   from genjax.train.experiment import Experiment
 
   config = common.CONFIG.value
   exp = Experiment(config)
+  if SPLIT.value not in exp.splits:
+    common.fail(f"--split={SPLIT.value} is not valid: expected one of {', '.join(sorted(exp.splits))}")
   state, step = common.restore_or_exit(exp, workdir, CHECKPOINT.value)
-  options = {}
-  if getattr(exp.family, "variational", False) and config.eval.get("iwae_samples", 0):
-    options["iwae_samples"] = int(config.eval.iwae_samples)
-  split, bound_examples = SPLIT.value, None
-  if config.model.family == "ddpm":
-    from genjax.data import ArraySource
-
-    options["full_bound"] = True
-    source = exp.splits[split]
-    bound_examples = int(config.eval.get("bound_examples", 0)) or len(source)
-    bound_examples = min(bound_examples, len(source))
-    split = f"{split}[:{bound_examples}]"
-    exp.splits[split] = ArraySource(source[np.arange(bound_examples)])
-    if bound_examples < config.eval.batch_size and bound_examples % exp.mesh.devices.size == 0:
-      config.eval.batch_size = bound_examples  # padded rows would cost T network calls each
+  family, params = exp.family, exp.eval_params(state)
+  plan = family.final_evaluation()
   t0 = time.perf_counter()
-  metrics = exp.evaluate(exp.eval_params(state), state.model_state, split=split, **options)
+  metrics = exp.evaluate(params, state.model_state, split=SPLIT.value, evaluation=plan)
   result = {
     "step": step,
     "checkpoint": CHECKPOINT.value,
     "split": SPLIT.value,
     "dataset": exp.info.name,
-    "params": "ema" if config.eval.use_ema else "raw",
+    "family": family.name,
+    "params": "ema" if exp.run.eval.use_ema else "raw",
+    "num_examples": len(exp.evaluation_source(SPLIT.value, plan)),
+    **{k: v for k, v in plan.options.items()},
     **metrics,
   }
-  if "iwae_samples" in options:
-    result["iwae_samples"] = options["iwae_samples"]
-  if bound_examples is not None:
-    result["bound_examples"] = bound_examples
-  if config.eval.get("pca", False) and exp.info.kind == "image":
-
-    def flat(source):
-      return source[np.arange(len(source))]["image"].reshape(len(source), -1) / 255.0
-
-    result["pca_mse"] = pca_reconstruction_mse(
-      flat(exp.splits["train"]), flat(exp.splits[SPLIT.value]), int(config.model.latent_dim)
-    )
-    result["pca_components"] = int(config.model.latent_dim)
-  num = (
-    SAMPLES.value
-    if SAMPLES.value >= 0
-    else int(config.eval.get("frechet_samples" if exp.info.kind == "image" else "toy_samples", 0))
-  )
+  result.update(family.reference_metrics(exp.splits["train"], exp.splits[SPLIT.value]))
+  default_num = exp.run.eval.frechet_samples if family.images else exp.run.eval.toy_samples
+  num = SAMPLES.value if SAMPLES.value >= 0 else default_num
   if num > 0:
-    from genjax.eval.sample_metrics import sample_statistics
-
-    result.update(
-      sample_statistics(
-        exp, exp.eval_params(state), state.model_state, jax.random.fold_in(exp.sample_key(), 1), num
-      )
-    )
+    features, info = (None, {})
+    if family.images:
+      features, info = feature_network(exp.run.eval, exp.info, exp.splits)
+    options = SampleStatistics(num, jax.random.fold_in(exp.sample_key(), 1), features, info)
+    result.update(sample_statistics(family, params, state.model_state, exp.splits, options))
   result["eval_seconds"] = time.perf_counter() - t0
   result["device"] = f"{jax.devices()[0].device_kind} x{exp.mesh.devices.size}"
   if exp.process_index == 0:
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
-    with open(os.path.join(workdir, "eval", f"step_{step}_{SPLIT.value}.json"), "w") as f:
+    path = os.path.join(workdir, "eval", f"step_{step}_{SPLIT.value}.json")
+    with open(path + ".tmp", "w") as f:
       json.dump(result, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
   print(json.dumps(result, sort_keys=True))
 
 
 def entry() -> None:
   """The `genjax-evaluate` console script."""
-  common.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main(argv):
 
 def entry() -> None:
   """The `genjax-train` console script."""
-  common.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from genjax.configs import vae
 
+PRESETS = vae.PRESETS  # the same presets as vae.py
+
 
 def get_config(preset=None):
   c = vae.get_config(preset)

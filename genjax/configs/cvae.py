@@ -2,8 +2,10 @@
 
 from genjax.configs import vae
 
+PRESETS = vae.PRESETS  # the same presets as vae.py
+
 
 def get_config(preset=None):
   c = vae.get_config(preset)
-  c.model.kind = "cvae"
+  c.model.variant = "cvae"
   return c

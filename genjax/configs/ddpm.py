@@ -16,8 +16,8 @@ Presets (comma-separated after the file name, e.g. `configs/ddpm.py:toy`):
 `experiments.evaluate` computes the exact bound (all T terms) on the first
 `eval.bound_examples` test examples (0 = the whole split); the train loop's periodic
 evaluation reports the simple loss and a one-term unbiased estimate of the bound.
-Periodic sample grids use `model.grid_sampler` (DDIM, 50 steps by default: 20x
-cheaper than ancestral); `generate` and `experiments.sample` use `model.sampler`.
+Periodic sample grids use `sampling.grid_sampler` (DDIM, 50 steps by default: 20x
+cheaper than ancestral); `generate` and `experiments.sample` use `sampling.sampler`.
 """
 
 import ml_collections
@@ -47,14 +47,18 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.mlp_hidden = (128, 128, 128)
   m.temb_dim = 64
   m.data_scale = 1.0  # vectors are divided by this
-  m.plot_points = 2000  # vectors: points in the periodic scatter picture
-  m.plot_range = 3.0  # ... over [-r, r]^2
-  # Sampling.
-  m.sampler = "ancestral"  # generate / experiments.sample: ancestral | ddim
-  m.grid_sampler = "ddim"  # the train loop's periodic grids
-  m.ddim_steps = 50
-  m.ddim_eta = 0.0
   return m
+
+
+def get_sampling_config() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.sampler = "ancestral"  # generate / experiments.sample: ancestral | ddim
+  s.grid_sampler = "ddim"  # the train loop's periodic pictures
+  s.ddim_steps = 50
+  s.ddim_eta = 0.0  # 0 = deterministic DDIM
+  s.trajectory_every = 0  # --kind=trajectory: steps between shown states (0 = T/10)
+  s.interp_t = 500  # --kind=interpolation: the step t of x_t (0-based)
+  return s
 
 
 def _tiny(c):
@@ -64,7 +68,8 @@ def _tiny(c):
   c.model.ch_mult = (1, 2)
   c.model.attn_resolutions = (4,)
   c.model.norm_groups = 4
-  c.model.ddim_steps = 5
+  c.sampling.ddim_steps = 5
+  c.sampling.interp_t = 5
   c.eval.num_samples = 4
   c.eval.bound_examples = 64
 
@@ -72,7 +77,6 @@ def _tiny(c):
 def _toy(c):
   c.data.name = "ring8"
   c.model.data_scale = 2.0  # the ring's radius: the data have about unit scale
-  c.model.plot_range = 3.0
   c.train.batch_size = 256
   c.train.num_steps = 6000
   c.train.eval_every = 2000
@@ -141,6 +145,7 @@ PRESETS = {
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c = default.get_base_config()
   c.model = get_model_config()
+  c.sampling = get_sampling_config()
   c.optim.learning_rate = 1e-3
   c.optim.warmup_steps = 100
   c.optim.schedule = "constant"

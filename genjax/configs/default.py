@@ -21,7 +21,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.toy_num_train = 20000
   c.data.toy_num_test = 5000
 
-  c.model = ml_collections.ConfigDict()
+  c.model = ml_collections.ConfigDict()  # the family's network and objective: its config file declares it
+  c.sampling = ml_collections.ConfigDict()  # the family's sampler settings (temperature, sampler, steps)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"
@@ -72,8 +73,16 @@ def apply_presets(c: ml_collections.ConfigDict, preset: str | None, presets: dic
 
 
 def tiny(c: ml_collections.ConfigDict) -> None:
-  """Small and fast, for tests: the 8x8 digits, a few steps, tiny intervals."""
-  c.data.name = "digits_8x8"
+  """Small and fast, for tests: the 8x8 digits (a toy stays a toy, with fewer points), a few steps,
+  tiny intervals. Applied after another preset, it keeps that preset's choices but shrinks it."""
+  from genjax.data.toy import TOYS
+
+  if c.data.name in TOYS:
+    c.data.toy_num_train = 2048
+    c.data.toy_num_test = 1000
+  else:
+    c.data.name = "digits_8x8"
+    c.data.image_size = 0
   tiny_run(c)
   c.eval.batch_size = 100
   c.eval.num_samples = 16

@@ -29,6 +29,12 @@ def get_model_config() -> ml_collections.ConfigDict:
   return m
 
 
+def get_sampling_config() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.temperature = 1.0  # softmax temperature; 0 = arg-max
+  return s
+
+
 def _tiny(c):
   default.tiny(c)
   c.model.features = 8
@@ -71,6 +77,7 @@ PRESETS = {
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c = default.get_base_config()
   c.model = get_model_config()
+  c.sampling = get_sampling_config()
   c.optim.learning_rate = 1e-3
   c.optim.grad_clip = 1.0
   c.train.batch_size = 16

@@ -33,13 +33,15 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.batch_norm = True  # flow batch norm after every coupling (running stats in model_state)
   m.bn_momentum = 0.9
   m.alpha = 0.05  # logit preprocessing: logit(alpha + (1 - 2 alpha) x)
-  m.sample_temperature = 1.0  # z ~ N(0, T^2 I) in the periodic sample grids
   m.num_couplings = 8  # vectors: MLP couplings
   m.hidden = (64, 64)  # vectors: MLP widths
-  m.plot_lo = -3.0  # vectors: the square the sample / density pictures cover
-  m.plot_hi = 3.0
-  m.plot_points = 20000  # vectors: samples in each picture
   return m
+
+
+def get_sampling_config() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.temperature = 1.0  # z ~ N(0, T^2 I)
+  return s
 
 
 def _tiny(c):
@@ -47,6 +49,8 @@ def _tiny(c):
   c.model.num_scales = 2
   c.model.features = 8
   c.model.num_blocks = 1
+  c.model.num_couplings = 4
+  c.model.hidden = (32, 32)
   c.eval.num_samples = 16
 
 
@@ -82,7 +86,6 @@ def _toy_tiny(c):
   c.data.toy_num_test = 1000
   c.model.num_couplings = 4
   c.model.hidden = (32, 32)
-  c.model.plot_points = 2000
   default.tiny_run(c)
   c.train.batch_size = 128
   c.eval.batch_size = 500
@@ -101,6 +104,7 @@ PRESETS = {
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c = default.get_base_config()
   c.model = get_model_config()
+  c.sampling = get_sampling_config()
   c.optim.learning_rate = 1e-3
   c.optim.grad_clip = 100.0
   c.train.batch_size = 32

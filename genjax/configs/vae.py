@@ -17,7 +17,7 @@ from genjax.configs import default
 def get_model_config() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
   m.family = "autoencoder"
-  m.kind = "vae"  # ae | dae | vae | cvae
+  m.variant = "vae"  # ae | dae | vae | cvae
   m.arch = "mlp"  # mlp | conv (strided-conv encoder, transposed-conv decoder)
   m.latent_dim = 16
   m.hidden = (512, 256)  # MLP widths (conv: the first is the dense width)
@@ -30,6 +30,12 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.corruption = "gaussian"  # dae: gaussian | masking
   m.corruption_level = 0.3
   return m
+
+
+def get_sampling_config() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.temperature = 1.0  # latent draws: N(0, T^2 I) (VAE), N(mean, T^2 cov) of the codes (AE, DAE)
+  return s
 
 
 def _tiny(c):
@@ -64,6 +70,7 @@ PRESETS = {"tiny": _tiny, "conv": _conv, "gaussian": _gaussian, "discretized": _
 def get_config(preset: str | None = None) -> ml_collections.ConfigDict:
   c = default.get_base_config()
   c.model = get_model_config()
+  c.sampling = get_sampling_config()
   c.optim.learning_rate = 1e-3
   c.train.batch_size = 128
   c.train.num_steps = 5000

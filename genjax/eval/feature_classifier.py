@@ -1,10 +1,11 @@
 """A small conv classifier trained on the dataset itself: the offline Frechet feature network.
 
-`load_or_train(data_config, clf_config)` returns a `FeatureClassifier` for the
-dataset `data_config` names, trained with `configs/feature_classifier.py` on its train
-split and cached as an `.npz` of parameters (the file name holds the dataset, the
-image shape and a hash of the classifier config), together with its test accuracy.
+`load_or_train(info, splits, settings)` returns a `FeatureClassifier` for a dataset
+(its `DatasetInfo` and `{'train', 'test'}` sources), trained with `ClassifierSettings`
+on the train split and cached as an `.npz` of parameters (the file name holds the
+dataset, the image shape and a hash of the settings), together with its test accuracy.
 Training is deterministic: the seed fixes the initialization and the batch order.
+Changing any setting changes the cache file's name, so a stale cache is never used.
 
 `clf.features(images uint8[N, H, W, C]) -> float32[N, hidden]` (the penultimate ReLU
 layer) plugs into `genjax.eval.frechet`; `clf.logits` gives the class logits.
@@ -12,6 +13,7 @@ layer) plugs into `genjax.eval.frechet`; `clf.logits` gives the class logits.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,6 +32,19 @@ from genjax import data as data_lib
 from genjax.data import preprocess
 
 log = logging.getLogger("genjax")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierSettings:
+  """How the feature classifier is built and trained (fixed: Frechet distances stay comparable)."""
+
+  seed: int = 0
+  features: tuple[int, ...] = (32, 64)  # stride-2 3x3 conv stages
+  hidden: int = 128  # penultimate width = the Frechet feature dimension
+  batch_size: int = 128
+  num_steps: int = 1500
+  learning_rate: float = 1e-3
+  cache_dir: str = ""  # "" = $GENJAX_CACHE or ~/.cache/genjax
 
 
 class ConvClassifier(nn.Module):
@@ -64,7 +79,7 @@ class FeatureClassifier:
 
 def _cache_path(cfg: Any, info: Any) -> str:
   spec = json.dumps(
-    {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.to_dict().items() if k != "cache_dir"},
+    {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items() if k != "cache_dir"},
     sort_keys=True,
   )
   digest = hashlib.sha256(spec.encode()).hexdigest()[:12]
@@ -120,13 +135,9 @@ def accuracy(clf: FeatureClassifier, source, batch_size: int = 500) -> float:
   return correct / len(source)
 
 
-def load_or_train(data_config: Any, cfg: Any | None = None) -> FeatureClassifier:
-  """The cached classifier for `data_config`'s dataset, trained (and cached) on first use."""
-  if cfg is None:
-    from genjax.configs import feature_classifier
-
-    cfg = feature_classifier.get_config()
-  info, splits = data_lib.load_dataset(data_config)
+def load_or_train(info: Any, splits: dict, cfg: ClassifierSettings | None = None) -> FeatureClassifier:
+  """The cached classifier for the dataset `info` describes; trained on `splits['train']` on first use."""
+  cfg = cfg or ClassifierSettings()
   path = _cache_path(cfg, info)
   net = ConvClassifier(tuple(cfg.features), int(cfg.hidden), max(info.num_classes, 1))
   if os.path.exists(path):

@@ -1,23 +1,29 @@
 """Whole-sample statistics of a family's `generate()`: what per-example metrics cannot give.
 
-* Images: the Frechet distance between feature statistics of `num` generated images
-  and the test split, with the feature network `eval.feature_net` ('classifier': the
-  dataset's own classifier, `genjax.eval.feature_classifier`; 'inception': the FID
-  Inception-v3 of `genjax.eval.inception` from the `.npz` at `eval.inception_weights`,
-  which the user converts from pytorch-fid's weights), and as a floor the same distance between the test
-  split and as many train images.
-* Toy vectors: `genjax.eval.toy_metrics.mode_statistics` (modes covered, high-quality
-  fraction, mode KL) where the toy has Gaussian modes, the fraction of samples nearest
-  each mode, the energy distance to the test split (and, as its noise floor,
-  `energy_distance_target`: a fresh target sample of the same size against the same
-  test points, with its `target_high_quality_fraction`), and on 1-D data for a family with
-  a discriminator (`family.logits`) the gap between D and `D* = p_data / (p_data + p_g)`.
+Every evaluator takes `(family, params, model_state, splits, options)`: the family
+(called only through its contract), its parameters and non-trained state, the data
+(`{'train': source, 'test': source}`) and a `SampleStatistics` naming the number of
+samples, the key and, for images, the feature network.
 
-Usable by every family that defines `generate(params, model_state, key, num)`.
+* Images (`image_statistics`): the Frechet distance between feature statistics of
+  `num` generated images and the test split, with a feature network
+  (`feature_network`: 'classifier' is the dataset's own classifier,
+  `genjax.eval.feature_classifier`; 'inception' the FID Inception-v3 of
+  `genjax.eval.inception` from a user-converted `.npz`), and as a floor the same
+  distance between the test split and as many train images.
+* Vectors (`vector_statistics`): the energy distance to the test split and its noise
+  floor (a fresh target sample of the same size against the same test points); on the
+  toys of `genjax.data.toy` with Gaussian modes, the fraction of samples nearest each
+  mode and `genjax.eval.toy_metrics.mode_statistics` (modes covered, high-quality
+  fraction, mode KL) with the target's own high-quality fraction.
+
+Both add the family's own statistics (`Family.sample_statistics`, e.g. the GAN's D vs D*).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -25,10 +31,26 @@ import numpy as np
 
 from genjax.data.toy import TOYS
 from genjax.eval import frechet
-from genjax.eval.discriminator import optimal_discriminator_gap
 from genjax.eval.toy_metrics import energy_distance, mode_statistics
 
 CHUNK = 500
+#: Test points the energy distance compares against (it is O(N^2)).
+ENERGY_POINTS = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleStatistics:
+  """Options of the sample statistics: `num` samples drawn with `key`; `features` maps
+  `uint8[N, H, W, C]` images to `float32[N, F]` (images only; see `feature_network`)."""
+
+  num: int
+  key: jax.Array
+  features: Callable[[np.ndarray], Any] | None = None
+  features_info: dict = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if self.num <= 0:
+      raise ValueError(f"the number of samples for sample statistics must be positive, got {self.num}")
 
 
 def generate_many(family: Any, params: Any, model_state: Any, key: jax.Array, num: int) -> np.ndarray:
@@ -40,28 +62,25 @@ def generate_many(family: Any, params: Any, model_state: Any, key: jax.Array, nu
   return np.concatenate(out)
 
 
-def feature_network(config: Any):
-  """The `features(images) -> [N, F]` callable that `config.eval.feature_net` names, and a description."""
-  name = config.eval.get("feature_net", "classifier")
-  if name == "classifier":
+def feature_network(eval_config: Any, info: Any, splits: dict) -> tuple[Callable, dict]:
+  """The `features(images) -> [N, F]` callable `eval.feature_net` names, and a description of it."""
+  if eval_config.feature_net == "classifier":
     from genjax.eval.feature_classifier import load_or_train
 
-    clf = load_or_train(config.data)
+    clf = load_or_train(info, splits)
     return clf.features, {"feature_net": "classifier", "feature_classifier_test_accuracy": clf.test_accuracy}
-  if name == "inception":
-    from genjax.eval import inception
+  from genjax.eval import inception
 
-    path = config.eval.get("inception_weights", "")
-    if not path:
-      raise ValueError(
-        "eval.feature_net='inception' needs eval.inception_weights: the .npz converted from "
-        "pytorch-fid's pt_inception-2015-12-05-*.pth by scripts/convert_inception_weights.py"
-      )
-    return inception.make_features(inception.load_weights(path)), {
-      "feature_net": "inception",
-      "inception_weights": path,
-    }
-  raise ValueError(f"eval.feature_net={name!r} is not valid; expected 'classifier' or 'inception'")
+  path = eval_config.inception_weights
+  if not path:
+    raise ValueError(
+      "eval.feature_net='inception' needs eval.inception_weights: the .npz converted from "
+      "pytorch-fid's pt_inception-2015-12-05-*.pth by genjax-convert-inception"
+    )
+  return inception.make_features(inception.load_weights(path)), {
+    "feature_net": "inception",
+    "inception_weights": path,
+  }
 
 
 def _all(source, limit: int | None = None) -> dict:
@@ -72,53 +91,53 @@ def _all(source, limit: int | None = None) -> dict:
   return source[np.sort(np.random.default_rng(0).permutation(len(source))[:limit])]
 
 
-def image_statistics(exp: Any, params: Any, model_state: Any, key: jax.Array, num: int) -> dict:
-  features, out = feature_network(exp.config)
-  test = _all(exp.splits["test"])["image"]
-  fake = generate_many(exp.family, params, model_state, key, num)
-  test_stats = frechet.feature_statistics(frechet.batched_features(features, test))
-  fake_stats = frechet.feature_statistics(frechet.batched_features(features, fake))
-  train = _all(exp.splits["train"], len(test))["image"]
-  train_stats = frechet.feature_statistics(frechet.batched_features(features, train))
+def image_statistics(family: Any, params: Any, model_state: Any, splits: dict, options: SampleStatistics) -> dict:
+  """The Frechet distance of `options.num` samples to the test split, and the test-vs-train floor."""
+  if options.features is None:
+    raise ValueError("image statistics need a feature network (SampleStatistics.features)")
+  test = _all(splits["test"])["image"]
+  fake = generate_many(family, params, model_state, options.key, options.num)
+
+  def stats(images):
+    return frechet.feature_statistics(frechet.batched_features(options.features, images))
+
+  test_stats, fake_stats = stats(test), stats(fake)
+  train = _all(splits["train"], len(test))["image"]
+  out = dict(options.features_info)
   out.update(
     frechet_distance=frechet.frechet_distance(*fake_stats, *test_stats),
-    frechet_test_vs_train=frechet.frechet_distance(*train_stats, *test_stats),
-    frechet_num_generated=num,
+    frechet_test_vs_train=frechet.frechet_distance(*stats(train), *test_stats),
+    frechet_num_generated=options.num,
     frechet_num_test=len(test),
     frechet_num_train=len(train),
   )
+  out.update(family.sample_statistics(params, model_state, fake))
   return out
 
 
-def toy_statistics(exp: Any, params: Any, model_state: Any, key: jax.Array, num: int) -> dict:
-  family, spec = exp.family, TOYS[exp.info.name]
-  x = generate_many(family, params, model_state, key, num).astype(np.float64)
-  out: dict = {"toy_num_samples": num}
-  if spec.modes is not None:
-    nearest = np.argmin(np.linalg.norm(x[:, None, :] - spec.modes[None], axis=-1), axis=1)
-    out["mode_fractions"] = (np.bincount(nearest, minlength=len(spec.modes)) / num).tolist()
-    if spec.mode_std is not None:
-      out.update(mode_statistics(x, spec.modes, spec.mode_std))
-  test = _all(exp.splits["test"], 2000)["x"]
-  out["energy_distance"] = energy_distance(x[:2000], test)
-  # The noise floor: a fresh target sample of the same size against the same test points.
-  target, _ = spec.sample(np.random.default_rng(1), min(num, 2000))
-  out["energy_distance_target"] = energy_distance(target, test)
-  if spec.modes is not None and spec.mode_std is not None:
-    out["target_high_quality_fraction"] = mode_statistics(target, spec.modes, spec.mode_std)[
-      "high_quality_fraction"
-    ]
-  if spec.dim == 1 and spec.log_prob is not None and hasattr(family, "logits"):
-    lo, hi = family.picture_range() if hasattr(family, "picture_range") else (-8.0, 8.0)
-    d_fn = jax.jit(lambda g: jax.nn.sigmoid(family.logits(params["discriminator"], model_state, g)[0]))
-    out.update(optimal_discriminator_gap(lambda g: np.asarray(d_fn(g)), spec.log_prob, x, lo, hi))
+def vector_statistics(family: Any, params: Any, model_state: Any, splits: dict, options: SampleStatistics) -> dict:
+  """Energy distance (and its floor) of `options.num` samples; mode statistics on the Gaussian toys."""
+  x = generate_many(family, params, model_state, options.key, options.num).astype(np.float64)
+  test = _all(splits["test"], ENERGY_POINTS)["x"]
+  out: dict = {"toy_num_samples": options.num, "energy_distance": energy_distance(x[:ENERGY_POINTS], test)}
+  spec = TOYS.get(family.info.name)
+  if spec is not None:
+    # The noise floor: a fresh target sample of the same size against the same test points.
+    target, _ = spec.sample(np.random.default_rng(1), min(options.num, ENERGY_POINTS))
+    out["energy_distance_target"] = energy_distance(target, test)
+    if spec.modes is not None:
+      nearest = np.argmin(np.linalg.norm(x[:, None, :] - spec.modes[None], axis=-1), axis=1)
+      out["mode_fractions"] = (np.bincount(nearest, minlength=len(spec.modes)) / options.num).tolist()
+      if spec.mode_std is not None:
+        out.update(mode_statistics(x, spec.modes, spec.mode_std))
+        out["target_high_quality_fraction"] = mode_statistics(target, spec.modes, spec.mode_std)[
+          "high_quality_fraction"
+        ]
+  out.update(family.sample_statistics(params, model_state, x))
   return out
 
 
-def sample_statistics(exp: Any, params: Any, model_state: Any, key: jax.Array, num: int) -> dict:
-  """Image or toy statistics of `num` samples of `exp.family.generate` (see the module docstring)."""
-  if not hasattr(exp.family, "generate"):
-    raise ValueError(f"family {exp.config.model.family!r} has no generate(); no sample statistics")
-  if exp.info.kind == "image":
-    return image_statistics(exp, params, model_state, key, num)
-  return toy_statistics(exp, params, model_state, key, num)
+def sample_statistics(family: Any, params: Any, model_state: Any, splits: dict, options: SampleStatistics) -> dict:
+  """`image_statistics` or `vector_statistics`, by the family's data."""
+  fn = image_statistics if family.images else vector_statistics
+  return fn(family, params, model_state, splits, options)

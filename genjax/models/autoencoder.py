@@ -1,11 +1,23 @@
 """The autoencoder family: plain and denoising autoencoders, VAE, beta-VAE, conditional VAE.
 
-`AutoencoderFamily(model_config, info)` exposes pure functions of `(params, batch, key)`:
+`AutoencoderFamily(config, info)` implements the family contract as pure functions:
 
 * `loss`: reconstruction NLL for `ae`/`dae`; the negative beta-ELBO for `vae`/`cvae`.
 * `evaluate`: per-example ELBO (beta = 1, in nats and bits/dim), KL, reconstruction NLL,
   reconstruction MSE on the [0, 1] scale, and the IWAE bound with K samples.
-* `sample`, `reconstruct`, `encode`, `decode`: the pieces the latent tools need.
+* `generate`: decoder means of latent draws: from the prior N(0, T^2 I) for VAEs; for
+  plain and denoising autoencoders, which have no prior, from a Gaussian fitted to the
+  training codes (ex-post density estimation, Ghosh et al. 2020): running averages of
+  the codes' mean and second moment kept in `model_state` (momentum
+  `CODE_MOMENTUM`, updated by the loss like batch-norm statistics), so `N(mean, cov)`
+  describes where the decoder has learned to decode.
+* figures: `samples`, `reconstructions` (inputs above their reconstructions),
+  `interpolation` (rows from one test image's code to another's, linear or spherical),
+  `attribute` (rows adding growing multiples of the attribute vector of `--label`: the
+  mean code of that class minus the mean of the rest), `latent_map` (the test codes of a
+  2-D latent, coloured by class).
+* `reference_metrics`: the PCA baseline (the best linear autoencoder at the same latent
+  size, fitted by SVD on the training images) with `eval.pca`.
 
 Data model: images arrive as uint8. With `likelihood='bernoulli'` they are binarized
 (dynamically, from the pixel intensity, with an explicit key) and scored by a Bernoulli
@@ -18,27 +30,86 @@ Gaussian integrated over each of the 256 bins: an exact discrete likelihood.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genjax import losses
 from genjax.data import preprocess
+from genjax.data.select import balanced_examples, subset
+from genjax.interpolation import lerp, slerp
+from genjax.models import pca
+from genjax.models.base import Evaluation, Family, Figure, FigureOptions, register
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
+from genjax.schema import require
 
-KINDS = ("ae", "dae", "vae", "cvae")
-ARCHS = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian", "discretized_gaussian")
-BINARIZATIONS = ("dynamic", "threshold")
-CORRUPTIONS = ("gaussian", "masking")
 #: log((1/256)^2 / 12): the log-variance of U[0, 1/256), the dequantization noise in [0, 1] units.
 LOGVAR_FLOOR = math.log(1.0 / (12.0 * 256.0**2))
 #: log((0.1/255)^2): a discretized Gaussian this narrow puts all but ~1e-6 of its mass in one bin.
 DISCRETE_LOGVAR_FLOOR = 2.0 * math.log(0.1 / 255.0)
+#: Momentum of the running code statistics of plain and denoising autoencoders.
+CODE_MOMENTUM = 0.99
+INTERPOLATION_STEPS = 8
+ATTRIBUTE_SCALES = np.linspace(0.0, 2.0, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderModel:
+  """The `model` section (see `genjax/configs/vae.py` for what each key does)."""
+
+  variant: Literal["ae", "dae", "vae", "cvae"]
+  arch: Literal["mlp", "conv"]
+  latent_dim: int
+  hidden: tuple[int, ...]
+  features: tuple[int, ...]
+  likelihood: Literal["bernoulli", "gaussian", "discretized_gaussian"]
+  binarization: Literal["dynamic", "threshold"]
+  learn_variance: bool
+  gaussian_logvar: float
+  beta: float
+  corruption: Literal["gaussian", "masking"]
+  corruption_level: float
+
+  def __post_init__(self):
+    require(self.latent_dim > 0, "latent_dim", self.latent_dim, "a positive integer")
+    require(len(self.hidden) > 0 and min(self.hidden) > 0, "hidden", self.hidden, "positive widths")
+    require(len(self.features) > 0 and min(self.features) > 0, "features", self.features, "positive widths")
+    require(self.beta >= 0, "beta", self.beta, "a number >= 0")
+    require(math.isfinite(self.gaussian_logvar), "gaussian_logvar", self.gaussian_logvar, "a finite number")
+    high = 1.0 if self.corruption == "masking" else math.inf
+    require(
+      0 <= self.corruption_level <= high,
+      "corruption_level",
+      self.corruption_level,
+      "a number in [0, 1] for masking" if high == 1.0 else "a finite number >= 0",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderSampling:
+  """The `sampling` section."""
+
+  temperature: float  # latent draws z ~ N(0, T^2 I) (VAE) or N(mean, T^2 cov) (AE)
+
+  def __post_init__(self):
+    require(0 <= self.temperature < math.inf, "temperature", self.temperature, "a finite number >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoencoderEval:
+  """The family's keys of the `eval` section (experiments.evaluate)."""
+
+  iwae_samples: int  # K of the IWAE bound (VAEs; 0 = off)
+  pca: bool  # report the PCA baseline at the same latent size
+
+  def __post_init__(self):
+    require(self.iwae_samples >= 0, "iwae_samples", self.iwae_samples, "an integer >= 0 (0 = off)")
 
 
 def corrupt(key: jax.Array, x: jax.Array, kind: str, level: float) -> jax.Array:
@@ -51,23 +122,11 @@ def corrupt(key: jax.Array, x: jax.Array, kind: str, level: float) -> jax.Array:
   if kind == "masking":
     keep = jax.random.bernoulli(key, 1.0 - level, x.shape)
     return jnp.where(keep, x, 0.0).astype(x.dtype)
-  raise ValueError(f"unknown corruption {kind!r}; expected one of {CORRUPTIONS}")
-
-
-def slerp(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
-  """Spherical interpolation between `[..., Z]` vectors for `t` in [0, 1]."""
-  an = a / jnp.linalg.norm(a, axis=-1, keepdims=True)
-  bn = b / jnp.linalg.norm(b, axis=-1, keepdims=True)
-  omega = jnp.arccos(jnp.clip(jnp.sum(an * bn, -1, keepdims=True), -1.0, 1.0))
-  so = jnp.sin(omega)
-  safe = so > 1e-6
-  wa = jnp.where(safe, jnp.sin((1 - t) * omega) / jnp.where(safe, so, 1.0), 1 - t)
-  wb = jnp.where(safe, jnp.sin(t * omega) / jnp.where(safe, so, 1.0), t)
-  return wa * a + wb * b
+  raise ValueError(f"unknown corruption {kind!r}; expected 'gaussian' or 'masking'")
 
 
 class AutoencoderNet(nn.Module):
-  """Encoder and decoder of every autoencoder kind (MLP or convolutional).
+  """Encoder and decoder of every autoencoder variant (MLP or convolutional).
 
   `encode`: `[B, H, W, C]` (+ one-hot `[B, K]`) -> `(mean [B, Z], logvar [B, Z] or None)`.
   `decode`: `[B, Z]` (+ one-hot `[B, K]`) -> `[B, H, W, C]` logits (Bernoulli) or means
@@ -117,37 +176,25 @@ class AutoencoderNet(nn.Module):
     return self.decode(mean, cond)
 
 
-class AutoencoderFamily:
+@register
+class AutoencoderFamily(Family):
   """Plain/denoising autoencoders and (beta-, conditional) VAEs as pure functions."""
 
-  def __init__(self, cfg: Any, info: Any):
-    if info.kind != "image":
-      raise ValueError(f"the autoencoder family models images, but dataset {info.name!r} is {info.kind!r} data")
-    _choice("model.kind", cfg.kind, KINDS)
-    _choice("model.arch", cfg.arch, ARCHS)
-    _choice("model.likelihood", cfg.likelihood, LIKELIHOODS)
-    _choice("model.binarization", cfg.binarization, BINARIZATIONS)
-    _choice("model.corruption", cfg.corruption, CORRUPTIONS)
-    if cfg.latent_dim <= 0:
-      raise ValueError(f"model.latent_dim must be positive, got {cfg.latent_dim}")
-    if cfg.beta < 0:
-      raise ValueError(f"model.beta must be >= 0, got {cfg.beta}")
-    if cfg.kind == "dae" and not (
-      cfg.corruption_level >= 0 and (cfg.corruption == "gaussian" or cfg.corruption_level <= 1)
-    ):
-      raise ValueError(
-        f"model.corruption_level={cfg.corruption_level} is not valid for {cfg.corruption!r} "
-        f"corruption; expected >= 0 (and <= 1 for masking)"
-      )
-    if cfg.kind == "cvae" and info.num_classes <= 0:
-      raise ValueError(f"model.kind='cvae' needs labels, but dataset {info.name!r} has none")
-    self.cfg = cfg
-    self.info = info
-    self.kind = cfg.kind
-    self.variational = cfg.kind in ("vae", "cvae")
-    self.conditional = cfg.kind == "cvae"
-    self.num_classes = info.num_classes
-    self.image_shape = tuple(info.shape)
+  Model = AutoencoderModel
+  Sampling = AutoencoderSampling
+  EvalOptions = AutoencoderEval
+
+  def __init__(self, config: Any, info: Any):
+    super().__init__(config, info)
+    cfg = self.cfg = self.model_config
+    if not self.images:
+      raise ValueError(f"the autoencoder family models images, but dataset {info.name!r} is vector data")
+    if cfg.variant == "cvae" and info.num_classes <= 0:
+      raise ValueError(f"model.variant='cvae' needs labels, but dataset {info.name!r} has none")
+    self.variant = cfg.variant
+    self.variational = cfg.variant in ("vae", "cvae")
+    self.conditional = cfg.variant == "cvae"
+    self.image_shape = self.shape
     self.num_dims = math.prod(self.image_shape)
     self.net = AutoencoderNet(
       variational=self.variational,
@@ -159,11 +206,10 @@ class AutoencoderFamily:
       learn_variance=cfg.likelihood != "bernoulli" and cfg.learn_variance,
     )
     self.best_metric = "bits_per_dim" if self.variational else "recon_nll"
-    self.best_mode = "min"
 
   # ------------------------------------------------------------------ data model
 
-  def targets(self, image: jax.Array, key: jax.Array) -> jax.Array:
+  def to_model(self, image: jax.Array, key: jax.Array) -> jax.Array:
     """What the decoder scores: binarized or dequantized `[B, H, W, C]` floats in [0, 1]."""
     if self.cfg.likelihood == "bernoulli":
       if self.cfg.binarization == "dynamic":
@@ -173,10 +219,10 @@ class AutoencoderFamily:
       return preprocess.to_unit(image)  # bin centres k / 255
     return preprocess.dequantize_uniform(key, image)
 
-  def _cond(self, batch) -> jax.Array | None:
+  def _cond(self, labels: jax.Array | None) -> jax.Array | None:
     if not self.conditional:
       return None
-    return jax.nn.one_hot(batch["label"], self.num_classes)
+    return jax.nn.one_hot(labels, self.num_classes)
 
   def gaussian_output(self, out: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Gaussian decoder output -> `(mean [B, H, W, C], log-variance)`.
@@ -212,25 +258,41 @@ class AutoencoderFamily:
     width = 1.0 / 256.0 if self.cfg.likelihood == "gaussian" else None  # the others are discrete
     return losses.bits_per_dim(nll, self.num_dims, bin_width=width)
 
-  # ------------------------------------------------------------------ protocol
-
-  def init(self, key, batch):
-    b = batch["image"].shape[0]
-    x = jnp.zeros((b,) + self.image_shape, jnp.float32)
-    variables = self.net.init(key, x, self._cond(batch))
-    return variables["params"], {}
+  # ------------------------------------------------------------------ the networks
 
   def encode(self, params, x, cond=None):
+    """`x [B, H, W, C]` in [0, 1] -> `(mean [B, Z], logvar [B, Z] or None)`."""
     return self.net.apply({"params": params}, x, cond, method=AutoencoderNet.encode)
 
   def decode(self, params, z, cond=None):
+    """`z [B, Z]` -> decoder output `[B, H, W, C]` (or `2C` with a learned variance)."""
     return self.net.apply({"params": params}, z, cond, method=AutoencoderNet.decode)
 
+  def decode_images(self, params, z, labels=None) -> jax.Array:
+    """Decoder means of codes `z [N, Z]` (with labels `int[N]` for a conditional VAE): `uint8[N, H, W, C]`."""
+    if self.conditional and labels is None:
+      raise ValueError("a conditional VAE decodes codes together with their labels; pass labels int[N]")
+    return preprocess.from_unit(self.mean_image(self.decode(params, z, self._cond(labels))))
+
+  # ------------------------------------------------------------------ the contract
+
+  def init(self, key, batch):
+    self.check_batch(batch, need_labels=self.conditional)
+    b = batch["image"].shape[0]
+    x = jnp.zeros((b,) + self.image_shape, jnp.float32)
+    labels = jnp.zeros((b,), jnp.int32) if self.conditional else None
+    params = self.net.init(key, x, self._cond(labels))["params"]
+    if self.variational:
+      return params, {}
+    z = self.cfg.latent_dim
+    return params, {"code_mean": jnp.zeros((z,)), "code_second_moment": jnp.eye(z)}
+
   def loss(self, params, model_state, batch, key):
+    self.check_batch(batch, need_labels=self.conditional)
     k_data, k_noise, k_z = jax.random.split(key, 3)
-    x = self.targets(batch["image"], k_data)
-    cond = self._cond(batch)
-    x_in = corrupt(k_noise, x, self.cfg.corruption, self.cfg.corruption_level) if self.kind == "dae" else x
+    x = self.to_model(batch["image"], k_data)
+    cond = self._cond(batch.get("label"))
+    x_in = corrupt(k_noise, x, self.cfg.corruption, self.cfg.corruption_level) if self.variant == "dae" else x
     mean, logvar = self.encode(params, x_in, cond)
     if self.variational:
       z = losses.reparameterize(k_z, mean, logvar)
@@ -244,18 +306,27 @@ class AutoencoderFamily:
         "recon_nll": -jnp.mean(ll),
         "bits_per_dim": jnp.mean(self._bits(-elbo)),
       }
-    else:
-      nll = -self._log_likelihood(x, self.decode(params, mean, cond))
-      loss = jnp.mean(nll)
-      metrics = {"recon_nll": loss}
-    return loss, (metrics, model_state)
+      return loss, (metrics, model_state)
+    nll = -self._log_likelihood(x, self.decode(params, mean, cond))
+    loss = jnp.mean(nll)
+    return loss, ({"recon_nll": loss}, self._update_code_statistics(model_state, mean))
+
+  def _update_code_statistics(self, model_state, codes):
+    """Running averages of the codes' mean and second moment (no gradient flows into them)."""
+    codes = jax.lax.stop_gradient(codes)
+    m = CODE_MOMENTUM
+    return {
+      "code_mean": m * model_state["code_mean"] + (1 - m) * jnp.mean(codes, axis=0),
+      "code_second_moment": m * model_state["code_second_moment"] + (1 - m) * codes.T @ codes / codes.shape[0],
+    }
 
   def evaluate(self, params, model_state, batch, key, iwae_samples: int = 0):
     """Per-example metrics (`[B]` each); the ELBO always uses beta = 1."""
+    self.check_batch(batch, need_labels=self.conditional)
     k_data, k_z, k_iwae = jax.random.split(key, 3)
     image = batch["image"]
-    x = self.targets(image, k_data)
-    cond = self._cond(batch)
+    x = self.to_model(image, k_data)
+    cond = self._cond(batch.get("label"))
     mean, logvar = self.encode(params, x, cond)
     decoded = self.decode(params, mean, cond)
     x01 = preprocess.to_unit(image)
@@ -286,54 +357,130 @@ class AutoencoderFamily:
     log_w = jax.lax.map(log_weight, jax.random.split(key, num_samples))  # [K, B]
     return losses.iwae_bound(log_w, axis=0)
 
-  def sample(self, params, key, num: int, labels: jax.Array | None = None, temperature: float = 1.0) -> jax.Array:
-    """Decoder means for `z ~ N(0, temperature^2 I)`: `uint8[num, H, W, C]`.
+  def sample_codes(self, model_state, key, num: int, temperature: float) -> jax.Array:
+    """`z [num, Z]`: N(0, T^2 I) for VAEs; N(mean, T^2 cov) of the running code statistics otherwise."""
+    eps = jax.random.normal(key, (num, self.cfg.latent_dim))
+    if self.variational:
+      return temperature * eps
+    mean = model_state["code_mean"]
+    cov = model_state["code_second_moment"] - jnp.outer(mean, mean)
+    cov = 0.5 * (cov + cov.T) + 1e-6 * jnp.eye(mean.shape[0])
+    return mean + temperature * eps @ jnp.linalg.cholesky(cov).T
 
-    The conditional VAE takes `labels` (`int[num]`); by default they cycle through the classes.
+  def sample(self, params, model_state, key, num: int, labels=None, temperature: float | None = None) -> jax.Array:
+    """Decoder means of `num` latent draws (`sample_codes`): `uint8[num, H, W, C]`.
+
+    A conditional VAE decodes with `labels` `int[num]` (default: the classes in turn).
     """
-    if not self.variational:
-      raise ValueError(f"model.kind={self.kind!r} has no prior to sample from; use reconstruct()")
-    z = temperature * jax.random.normal(key, (num, self.cfg.latent_dim))
-    cond = None
-    if self.conditional:
-      labels = jnp.arange(num) % self.num_classes if labels is None else labels
-      cond = jax.nn.one_hot(labels, self.num_classes)
-    return preprocess.from_unit(self.mean_image(self.decode(params, z, cond)))
+    t = self.sampling_config.temperature if temperature is None else temperature
+    z = self.sample_codes(model_state, key, num, t)
+    labels = self.default_labels(num, labels) if self.conditional else None
+    return self.decode_images(params, z, labels)
 
-  def generate(self, params, model_state, key, num: int, labels: jax.Array | None = None) -> jax.Array:
-    """`num` fresh samples, `uint8[num, H, W, C]` (the protocol's `generate`; VAEs only)."""
-    return self.sample(params, key, num, labels=labels)
+  def generate(self, params, model_state, key, num: int, labels=None) -> jax.Array:
+    """`num` fresh samples at `sampling.temperature`: `uint8[num, H, W, C]`."""
+    return self.sample(params, model_state, key, num, labels)
 
   def reconstruct(self, params, batch, key) -> jax.Array:
     """Decoder means at the posterior mean (after corruption for `dae`): `uint8[B, H, W, C]`."""
     k_data, k_noise = jax.random.split(key)
-    x = self.targets(batch["image"], k_data)
-    cond = self._cond(batch)
-    if self.kind == "dae":
+    x = self.to_model(batch["image"], k_data)
+    cond = self._cond(batch.get("label"))
+    if self.variant == "dae":
       x = corrupt(k_noise, x, self.cfg.corruption, self.cfg.corruption_level)
     mean, _ = self.encode(params, x, cond)
     return preprocess.from_unit(self.mean_image(self.decode(params, mean, cond)))
 
-  def reconstruction_grid(self, params, key, batch, num: int) -> jax.Array:
-    """`uint8[num, H, W, C]`: `num // 2` (input, reconstruction) pairs side by side
-    (inputs as stored; a blank image pads an odd `num`)."""
-    n = num // 2
-    if batch["image"].shape[0] < n:
-      raise ValueError(f"{num} grid images need {n} inputs, got a batch of {batch['image'].shape[0]}")
-    sub = jax.tree.map(lambda a: a[:n], batch)
-    recon = self.reconstruct(params, sub, key)
-    pairs = jnp.stack([sub["image"], recon], axis=1).reshape((2 * n,) + self.image_shape)
-    if num % 2:
-      pairs = jnp.concatenate([pairs, jnp.zeros((1,) + self.image_shape, jnp.uint8)])
-    return pairs
+  # ------------------------------------------------------------------ pictures
 
-  def sample_grid(self, params, model_state, key, batch, num: int) -> jax.Array:
-    """`uint8[num, H, W, C]`: prior samples for VAEs, `reconstruction_grid` for autoencoders."""
+  def sample_grid(self, params, model_state, key, batch, num: int) -> Figure:
+    """VAEs: `num` samples. Autoencoders: `num // 2` test inputs above their reconstructions."""
     if self.variational:
-      return self.sample(params, key, num)
-    return self.reconstruction_grid(params, key, batch, num)
+      return Figure.images(self.generate(params, model_state, key, num))
+    sub = jax.tree.map(lambda a: a[: max(num // 2, 1)], batch)
+    return Figure.pairs(sub["image"], self.reconstruct(params, sub, key))
 
+  def figures(self):
+    kinds = dict(super().figures())
+    kinds.update(reconstructions=self.figure_reconstructions, interpolation=self.figure_interpolation)
+    if self.num_classes > 0:
+      kinds["attribute"] = self.figure_attribute
+    if self.cfg.latent_dim == 2:
+      kinds["latent_map"] = self.figure_latent_map
+    return kinds
 
-def _choice(name: str, value: Any, choices: Sequence[str]) -> None:
-  if value not in choices:
-    raise ValueError(f"{name}={value!r} is not valid; expected one of {tuple(choices)}")
+  def figure_reconstructions(self, params, model_state, key, source, options: FigureOptions) -> Figure:
+    """`options.num // 2` test images (a class-balanced choice) above their reconstructions."""
+    batch = balanced_examples(source, max(options.num // 2, 1), options.seed)
+    recon = jax.jit(self.reconstruct)(params, batch, key)
+    return Figure.pairs(batch["image"], recon)
+
+  def encode_split(self, params, source, key, batch_size: int = 500) -> tuple[np.ndarray, np.ndarray | None]:
+    """Posterior means (VAE) or codes (AE) of every example: `(z [N, Z], labels [N] or None)`."""
+
+    @jax.jit
+    def encode(params, image, label, key):
+      return self.encode(params, self.to_model(image, key), self._cond(label))[0]
+
+    zs, labels = [], []
+    for i, start in enumerate(range(0, len(source), batch_size)):
+      batch = source[np.arange(start, min(start + batch_size, len(source)))]
+      label = batch.get("label", np.zeros(len(batch["image"]), np.int32))
+      zs.append(np.asarray(encode(params, batch["image"], label, jax.random.fold_in(key, i))))
+      labels.append(batch.get("label"))
+    return np.concatenate(zs), (np.concatenate(labels) if labels[0] is not None else None)
+
+  def figure_interpolation(self, params, model_state, key, source, options: FigureOptions) -> Figure:
+    """Rows of `INTERPOLATION_STEPS` decodings from one test image's code to another's."""
+    pairs = max(options.num // INTERPOLATION_STEPS, 1)
+    rng = np.random.default_rng(options.seed)
+    idx = rng.choice(len(source), size=2 * pairs, replace=False)
+    z, labels = self.encode_split(params, subset(source, idx), key)
+    t = jnp.linspace(0.0, 1.0, INTERPOLATION_STEPS)[None, :, None]
+    a, b = jnp.asarray(z[:pairs])[:, None], jnp.asarray(z[pairs:])[:, None]
+    path = (slerp if options.spherical else lerp)(a, b, t).reshape(-1, z.shape[-1])
+    lab = np.repeat(labels[:pairs], INTERPOLATION_STEPS) if self.conditional else None
+    return Figure.images(self.decode_images(params, path, lab), ncol=INTERPOLATION_STEPS)
+
+  def figure_attribute(self, params, model_state, key, source, options: FigureOptions) -> Figure:
+    """Rows adding 0..2x the attribute vector of class `options.label` (default 1) to codes of other classes."""
+    label = 1 if options.label is None else options.label
+    z, labels = self.encode_split(params, source, key)
+    if labels is None:
+      raise ValueError("attribute arithmetic needs a labelled dataset")
+    has = labels == label
+    if has.all() or not has.any():
+      raise ValueError(f"attribute vectors need examples with and without label {label}")
+    vector = z[has].mean(axis=0) - z[~has].mean(axis=0)
+    rows = max(options.num // len(ATTRIBUTE_SCALES), 1)
+    pick = np.random.default_rng(options.seed).choice(np.flatnonzero(~has), size=rows, replace=False)
+    path = z[pick][:, None, :] + ATTRIBUTE_SCALES[None, :, None] * vector[None, None, :]
+    lab = np.repeat(labels[pick], len(ATTRIBUTE_SCALES)) if self.conditional else None
+    return Figure.images(
+      self.decode_images(params, path.reshape(-1, z.shape[-1]), lab), ncol=len(ATTRIBUTE_SCALES)
+    )
+
+  def figure_latent_map(self, params, model_state, key, source, options: FigureOptions) -> Figure:
+    """The codes of the whole split (a 2-D latent), coloured by class."""
+    if self.cfg.latent_dim != 2:
+      raise ValueError(f"a latent map needs a 2-D latent (model.latent_dim=2), got {self.cfg.latent_dim}")
+    z, labels = self.encode_split(params, source, key)
+    return Figure.points(z, labels)
+
+  # ------------------------------------------------------------------ evaluation
+
+  def final_evaluation(self) -> Evaluation:
+    """The ELBO terms, and the IWAE bound with `eval.iwae_samples` samples (VAEs)."""
+    k = self.eval_config.iwae_samples if self.variational else 0
+    return Evaluation(options={"iwae_samples": k} if k else {})
+
+  def reference_metrics(self, train, test) -> dict[str, float]:
+    """`pca_mse`: reconstruction MSE of rank-`latent_dim` PCA fitted on `train`, on `test` (with `eval.pca`)."""
+    if not self.eval_config.pca:
+      return {}
+
+    def flat(source):
+      return source[np.arange(len(source))]["image"].reshape(len(source), -1) / 255.0
+
+    k = self.cfg.latent_dim
+    return {"pca_mse": pca.pca_reconstruction_mse(flat(train), flat(test), k), "pca_components": k}

@@ -1,6 +1,6 @@
 """The DDPM family: denoising diffusion with the simple loss, the full bound and two samplers.
 
-`DDPMFamily(model_config, info)` models images (uint8, scaled to [-1, 1] by
+`DDPMFamily(config, info)` models images (uint8, scaled to [-1, 1] by
 `preprocess.to_symmetric`) with the U-Net of `genjax.nn.unet`, or vectors (toy
 densities, divided by `model.data_scale`) with a time-conditioned MLP. The process
 and the bound are `genjax.diffusion`; this module wires them to a network.
@@ -19,43 +19,116 @@ and the bound are `genjax.diffusion`; this module wires them to a network.
   cropped back), so the process, the loss and the bound are on the real 784 pixels
   only. For vectors the decoder is a continuous Gaussian density, and the bound is on
   the density of the unscaled data, in nats (`nll_bound`), with no bits/dim.
-* Sampling (`sample`, `generate`, `sample_grid`): ancestral over all T steps or DDIM,
-  one compiled loop each; the trainer passes the EMA parameters by default.
+* Sampling (`sample_model` in model space; `generate` and `sample_grid` in data space):
+  ancestral over all T steps or DDIM (`sampling.sampler`, `sampling.grid_sampler`),
+  one compiled loop each; the trainer passes the EMA parameters by default. Figures:
+  `samples`, and for images `trajectory` (reverse chains) and `interpolation` (through
+  `x_t` of two test images, spherical in the noise).
+* `experiments.evaluate` runs the exact bound on `eval.bound_examples` test examples.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from genjax import diffusion, losses
 from genjax.data import preprocess
-from genjax.eval.plots import scatter_image
+from genjax.models.base import PICTURE_POINTS, Evaluation, Family, Figure, FigureOptions, register
 from genjax.nn.unet import TimeMLP, UNet
+from genjax.schema import invalid, require
 
 SAMPLERS = ("ancestral", "ddim")
+INTERPOLATION_STEPS = 10
 
 
-class DDPMFamily:
+@dataclasses.dataclass(frozen=True)
+class DDPMModel:
+  """The `model` section: the noise process and the networks (see `genjax/configs/ddpm.py`)."""
+
+  num_timesteps: int
+  schedule: Literal["linear", "cosine"]
+  beta_start: float
+  beta_end: float
+  variance: Literal["fixed_small", "fixed_large"]
+  clip_denoised: bool  # images: clip x0_hat to [-1, 1] in the reverse mean
+  ch: int
+  ch_mult: tuple[int, ...]
+  num_res_blocks: int
+  attn_resolutions: tuple[int, ...]
+  dropout: float
+  norm_groups: int
+  pad_to: int
+  mlp_hidden: tuple[int, ...]  # vectors
+  temb_dim: int  # vectors
+  data_scale: float  # vectors are divided by this
+
+  def __post_init__(self):
+    require(self.num_timesteps >= 1, "num_timesteps", self.num_timesteps, "an integer >= 1")
+    require(0 < self.beta_start <= self.beta_end < 1, "beta_end", self.beta_end, "beta_start <= beta_end < 1")
+    for name in ("ch", "num_res_blocks", "norm_groups", "temb_dim"):
+      require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+    require(len(self.ch_mult) > 0 and min(self.ch_mult) > 0, "ch_mult", self.ch_mult, "positive multipliers")
+    require(0 <= self.dropout < 1, "dropout", self.dropout, "a number in [0, 1)")
+    require(self.pad_to >= 0, "pad_to", self.pad_to, "an integer >= 0 (0 = the next multiple of 2**(levels-1))")
+    require(
+      len(self.mlp_hidden) > 0 and min(self.mlp_hidden) > 0, "mlp_hidden", self.mlp_hidden, "positive widths"
+    )
+    require(0 < self.data_scale < math.inf, "data_scale", self.data_scale, "a positive number")
+
+
+@dataclasses.dataclass(frozen=True)
+class DDPMSampling:
+  """The `sampling` section."""
+
+  sampler: Literal["ancestral", "ddim"]  # generate() and experiments.sample
+  grid_sampler: Literal["ancestral", "ddim"]  # the train loop's periodic pictures
+  ddim_steps: int
+  ddim_eta: float  # 0 = deterministic DDIM, 1 = ancestral-like
+  trajectory_every: int  # the trajectory figure: steps between shown states (0 = T/10)
+  interp_t: int  # the interpolation figure: the step t of x_t (0-based)
+
+  def __post_init__(self):
+    require(self.ddim_steps >= 1, "ddim_steps", self.ddim_steps, "an integer >= 1")
+    require(0 <= self.ddim_eta < math.inf, "ddim_eta", self.ddim_eta, "a finite number >= 0")
+    require(self.trajectory_every >= 0, "trajectory_every", self.trajectory_every, "an integer >= 0 (0 = T/10)")
+    require(self.interp_t >= 0, "interp_t", self.interp_t, "an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class DDPMEval:
+  """The family's keys of the `eval` section."""
+
+  bound_examples: int  # experiments.evaluate: test examples for the exact T-term bound (0 = all)
+
+  def __post_init__(self):
+    require(self.bound_examples >= 0, "bound_examples", self.bound_examples, "an integer >= 0 (0 = all)")
+
+
+@register
+class DDPMFamily(Family):
   """Denoising diffusion probabilistic model as pure functions of `(params, batch, key)`."""
 
-  def __init__(self, cfg: Any, info: Any):
-    for name, value, choices in (
-      ("model.schedule", cfg.schedule, diffusion.SCHEDULES),
-      ("model.variance", cfg.variance, diffusion.VARIANCES),
-      ("model.sampler", cfg.sampler, SAMPLERS),
-      ("model.grid_sampler", cfg.grid_sampler, SAMPLERS),
-    ):
-      if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; expected one of {choices}")
-    self.cfg, self.info = cfg, info
+  Model = DDPMModel
+  Sampling = DDPMSampling
+  EvalOptions = DDPMEval
+  best_metric = "simple_loss"
+
+  def __init__(self, config: Any, info: Any):
+    super().__init__(config, info)
+    cfg = self.cfg = self.model_config
+    sc = self.sampling_config
+    if sc.ddim_steps > cfg.num_timesteps:
+      raise invalid("sampling.ddim_steps", sc.ddim_steps, f"at most model.num_timesteps={cfg.num_timesteps}")
+    if sc.interp_t >= cfg.num_timesteps:
+      raise invalid("sampling.interp_t", sc.interp_t, f"less than model.num_timesteps={cfg.num_timesteps}")
     self.schedule = diffusion.get_schedule(cfg.schedule, int(cfg.num_timesteps), cfg.beta_start, cfg.beta_end)
     self.num_timesteps = int(cfg.num_timesteps)
-    self.images = info.kind == "image"
-    self.shape = tuple(info.shape)
     self.num_dims = math.prod(self.shape)
     if self.images:
       self.net = UNet(
@@ -69,18 +142,17 @@ class DDPMFamily:
       )
       self.clip_denoised = bool(cfg.clip_denoised)
     else:
-      if cfg.data_scale <= 0:
-        raise ValueError(f"model.data_scale must be positive, got {cfg.data_scale}")
       self.net = TimeMLP(hidden=tuple(cfg.mlp_hidden), temb_dim=cfg.temb_dim)
       self.clip_denoised = False  # vectors are not bounded to [-1, 1]
     self.variance = cfg.variance
-    self.best_metric = "simple_loss"
-    self.best_mode = "min"
 
   # ------------------------------------------------------------------ data
 
-  def to_model(self, batch) -> jax.Array:
-    """The data the process runs on: images in [-1, 1] `[B, H, W, C]`, or scaled vectors `[B, D]`."""
+  def to_model(self, batch, key: jax.Array | None = None) -> jax.Array:
+    """The data the process runs on: images in [-1, 1] `[B, H, W, C]`, or scaled vectors `[B, D]`
+    (deterministic: `key` is not used)."""
+    del key
+    self.check_batch(batch)
     if self.images:
       return preprocess.to_symmetric(batch["image"])
     return jnp.asarray(batch["x"], jnp.float32) / self.cfg.data_scale
@@ -94,14 +166,15 @@ class DDPMFamily:
     rngs = {"dropout": key} if train else None
     return lambda x, t: self.net.apply({"params": params}, x, t, train, rngs=rngs)
 
-  # ------------------------------------------------------------------ protocol
+  # ------------------------------------------------------------------ the contract
 
   def init(self, key, batch):
+    self.check_batch(batch)
     x = jnp.zeros((1,) + self.shape, jnp.float32)
     return self.net.init(key, x, jnp.zeros((1,), jnp.int32))["params"], {}
 
   def loss(self, params, model_state, batch, key):
-    x0 = self.to_model(batch)
+    x0 = self.to_model(batch, key)
     k_t, k_noise, k_drop = jax.random.split(key, 3)
     t = jax.random.randint(k_t, (x0.shape[0],), 0, self.num_timesteps)
     xt, noise = diffusion.q_sample(self.schedule, k_noise, x0, t)
@@ -114,7 +187,7 @@ class DDPMFamily:
     return nats if self.images else nats + self.num_dims * math.log(self.cfg.data_scale)
 
   def evaluate(self, params, model_state, batch, key, full_bound: bool = False):
-    x0 = self.to_model(batch)
+    x0 = self.to_model(batch, key)
     s, eps_fn = self.schedule, self.eps_fn(params)
     k_simple, k_bound = jax.random.split(key)
     k_t, k_noise = jax.random.split(k_simple)
@@ -151,22 +224,20 @@ class DDPMFamily:
 
   # ------------------------------------------------------------------ sampling
 
-  def sample(
+  def sample_model(
     self,
     params,
     key,
     num: int,
     sampler: str | None = None,
-    ddim_steps: int | None = None,
-    eta: float | None = None,
     trajectory_every: int = 0,
   ):
     """`num` samples in model space, `float32[num, *shape]` (and the trajectory, if asked).
 
-    `sampler` (default `model.sampler`): 'ancestral' (all T steps; `trajectory_every=k`
-    also returns `[T/k, num, *shape]`) or 'ddim' (`ddim_steps`, `eta`).
+    `sampler` (default `sampling.sampler`): 'ancestral' (all T steps; `trajectory_every=k`
+    also returns `[T/k, num, *shape]`) or 'ddim' (`sampling.ddim_steps`, `sampling.ddim_eta`).
     """
-    sampler = sampler or self.cfg.sampler
+    sampler = sampler or self.sampling_config.sampler
     shape = (num,) + self.shape
     eps_fn = self.eps_fn(params)
     if sampler == "ancestral":
@@ -176,25 +247,17 @@ class DDPMFamily:
     if sampler == "ddim":
       if trajectory_every:
         raise ValueError("trajectory_every is only supported by the ancestral sampler")
-      steps = int(ddim_steps or self.cfg.ddim_steps)
+      sc = self.sampling_config
       return diffusion.ddim_sample(
-        self.schedule, eps_fn, key, shape, steps, self.cfg.ddim_eta if eta is None else eta, self.clip_denoised
+        self.schedule, eps_fn, key, shape, sc.ddim_steps, sc.ddim_eta, self.clip_denoised
       )
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
   def generate(self, params, model_state, key, num: int, labels=None):
-    """`num` fresh samples with `model.sampler`: `uint8[num, H, W, C]` or `float32[num, D]`."""
-    del model_state, labels  # unconditional
-    return self.to_data(self.sample(params, key, num))
-
-  def sample_grid(self, params, model_state, key, batch, num: int):
-    """Images: `num` samples with `model.grid_sampler`. Vectors: a scatter of `model.plot_points` of them."""
-    sampler = self.cfg.grid_sampler
-    if self.images:
-      return self.to_data(self.sample(params, key, num, sampler=sampler))
-    points = self.to_data(self.sample(params, key, int(self.cfg.plot_points), sampler=sampler))
-    r = float(self.cfg.plot_range)
-    return scatter_image(points[:, :2], -r, r)[None]
+    """`num` fresh samples with `sampling.sampler`: `uint8[num, H, W, C]` or `float32[num, D]`."""
+    if labels is not None:
+      raise ValueError("this DDPM is unconditional; generate() takes no labels")
+    return self.to_data(self.sample_model(params, key, num))
 
   def interpolate(self, params, key, image_a, image_b, t: int, num: int = 8):
     """`uint8[num, H, W, C]`: decodings of `x_t` interpolated between two images (see `diffusion.interpolate`)."""
@@ -215,3 +278,48 @@ class DDPMFamily:
       self.clip_denoised,
     )
     return self.to_data(x)
+
+  # ------------------------------------------------------------------ pictures
+
+  def sample_grid(self, params, model_state, key, batch, num: int) -> Figure:
+    """`num` samples (vector data: `PICTURE_POINTS`) with `sampling.grid_sampler` (cheaper than `sampler`)."""
+    sampler = self.sampling_config.grid_sampler
+    if self.images:
+      return Figure.images(self.to_data(self.sample_model(params, key, num, sampler=sampler)))
+    return Figure.points(self.to_data(self.sample_model(params, key, PICTURE_POINTS, sampler=sampler)))
+
+  def figures(self):
+    kinds = dict(super().figures())
+    if self.images:
+      kinds.update(trajectory=self.figure_trajectory, interpolation=self.figure_interpolation)
+    return kinds
+
+  def figure_trajectory(self, params, model_state, key, source, options: FigureOptions) -> Figure:
+    """`options.num` ancestral chains (rows), the state every `sampling.trajectory_every` steps
+    (0: T/10), from noise (left) to `x_0` (right), pixels clipped to [-1, 1]."""
+    every = self.sampling_config.trajectory_every or max(self.num_timesteps // 10, 1)
+    sample = jax.jit(self.sample_model, static_argnames=("num", "sampler", "trajectory_every"))
+    _, traj = sample(params, key, num=options.num, sampler="ancestral", trajectory_every=every)  # [S, num, ...]
+    traj = self.to_data(jnp.clip(traj, -1.0, 1.0))
+    steps = traj.shape[0]
+    return Figure.images(jnp.swapaxes(traj, 0, 1).reshape((-1,) + self.shape), ncol=steps)
+
+  def figure_interpolation(self, params, model_state, key, source, options: FigureOptions) -> Figure:
+    """`options.num // 10` rows: test image a, 8 decodings of `x_t` (t = `sampling.interp_t`), image b."""
+    rows = max(options.num // INTERPOLATION_STEPS, 1)
+    rng = np.random.default_rng(options.seed)
+    images = source[rng.choice(len(source), size=2 * rows, replace=False)]["image"]
+    interp = jax.jit(self.interpolate, static_argnames=("t", "num"))
+    out = []
+    for r in range(rows):
+      a, b = images[2 * r], images[2 * r + 1]
+      t = self.sampling_config.interp_t
+      mid = np.asarray(interp(params, jax.random.fold_in(key, r), a, b, t=t, num=INTERPOLATION_STEPS))[1:-1]
+      out.extend([a, *mid, b])
+    return Figure.images(np.stack(out), ncol=INTERPOLATION_STEPS)
+
+  # ------------------------------------------------------------------ evaluation
+
+  def final_evaluation(self) -> Evaluation:
+    """The exact bound (all T terms) on `eval.bound_examples` examples (a class-balanced choice)."""
+    return Evaluation(options={"full_bound": True}, max_examples=self.eval_config.bound_examples)

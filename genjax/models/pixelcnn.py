@@ -1,6 +1,6 @@
 """The PixelCNN family: autoregressive masked-convolution models with exact likelihoods.
 
-`PixelCNNFamily(model_config, info)` models `p(x) = prod_i p(x_i | x_<i)` in raster
+`PixelCNNFamily(config, info)` models `p(x) = prod_i p(x_i | x_<i)` in raster
 order, R before G before B within a pixel (van den Oord et al. 2016), with
 
 * `likelihood='categorical'`: a 256-way softmax per channel over the 8-bit values;
@@ -14,47 +14,82 @@ blind spot) or the gated stack with vertical and horizontal stacks (which does n
 
 Sampling (`sample`, `complete`) is one compiled program: a `lax.fori_loop` over the
 H*W*C positions, each step a full forward pass whose logits at that position are
-sampled with a softmax temperature (0 = arg-max) and a key `fold_in(key, position)`.
+sampled with a softmax temperature (`sampling.temperature`, 0 = arg-max) and a key
+`fold_in(key, position)`. Figures: `samples` (a conditional model: class `--label`, or
+one class per column) and `completion` (test images above their completions).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 
 from genjax import losses
 from genjax.data import preprocess
+from genjax.data.select import balanced_examples
+from genjax.models.base import Family, Figure, FigureOptions, register
 from genjax.nn.masked import GatedPixelCNN, PixelCNN
-
-VARIANTS = ("plain", "gated")
-LIKELIHOODS = ("categorical", "bernoulli")
-BINARIZATIONS = ("dynamic", "threshold")
+from genjax.schema import require
 
 
-class PixelCNNFamily:
+@dataclasses.dataclass(frozen=True)
+class PixelCNNModel:
+  """The `model` section (see `genjax/configs/pixelcnn.py`)."""
+
+  variant: Literal["plain", "gated"]
+  likelihood: Literal["categorical", "bernoulli"]
+  binarization: Literal["dynamic", "threshold"]
+  features: int
+  num_layers: int  # gated layers
+  num_blocks: int  # plain residual blocks
+  kernel_size: int  # gated stacks' kernel
+  conditional: bool
+
+  def __post_init__(self):
+    for name in ("features", "num_layers", "num_blocks"):
+      require(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
+    require(
+      self.kernel_size > 0 and self.kernel_size % 2 == 1,
+      "kernel_size",
+      self.kernel_size,
+      "an odd positive integer",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelCNNSampling:
+  """The `sampling` section."""
+
+  temperature: float  # softmax temperature; 0 = arg-max
+
+  def __post_init__(self):
+    require(0 <= self.temperature < math.inf, "temperature", self.temperature, "a finite number >= 0")
+
+
+@register
+class PixelCNNFamily(Family):
   """A PixelCNN (plain or gated, optionally class-conditional) as pure functions."""
 
-  def __init__(self, cfg: Any, info: Any):
-    if info.kind != "image":
-      raise ValueError(f"PixelCNN models images, but dataset {info.name!r} is {info.kind!r} data")
-    for name, value, choices in (
-      ("model.variant", cfg.variant, VARIANTS),
-      ("model.likelihood", cfg.likelihood, LIKELIHOODS),
-      ("model.binarization", cfg.binarization, BINARIZATIONS),
-    ):
-      if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; expected one of {choices}")
+  Model = PixelCNNModel
+  Sampling = PixelCNNSampling
+  best_metric = "bits_per_dim"
+
+  def __init__(self, config: Any, info: Any):
+    super().__init__(config, info)
+    cfg = self.cfg = self.model_config
+    if not self.images:
+      raise ValueError(f"PixelCNN models images, but dataset {info.name!r} is vector data")
     if cfg.conditional and info.num_classes <= 0:
       raise ValueError(f"model.conditional=True needs labels, but dataset {info.name!r} has none")
-    self.cfg, self.info = cfg, info
-    self.image_shape = tuple(info.shape)
+    self.image_shape = self.shape
     self.num_dims = math.prod(self.image_shape)
     self.categorical = cfg.likelihood == "categorical"
     self.conditional = bool(cfg.conditional)
-    self.num_classes = info.num_classes if self.conditional else 0
+    num_classes = info.num_classes if self.conditional else 0
     num_logits = 256 if self.categorical else 1
     channels = self.image_shape[-1]
     if cfg.variant == "plain":
@@ -63,7 +98,7 @@ class PixelCNNFamily:
         num_blocks=cfg.num_blocks,
         num_logits=num_logits,
         num_color_channels=channels,
-        num_classes=self.num_classes,
+        num_classes=num_classes,
       )
     else:
       self.net = GatedPixelCNN(
@@ -72,14 +107,12 @@ class PixelCNNFamily:
         kernel_size=cfg.kernel_size,
         num_logits=num_logits,
         num_color_channels=channels,
-        num_classes=self.num_classes,
+        num_classes=num_classes,
       )
-    self.best_metric = "bits_per_dim"
-    self.best_mode = "min"
 
   # ------------------------------------------------------------------ data model
 
-  def values(self, image: jax.Array, key: jax.Array) -> jax.Array:
+  def to_model(self, image: jax.Array, key: jax.Array) -> jax.Array:
     """The discrete values modelled, `int32[B, H, W, C]`: 0..255, or 0/1 when binarized."""
     if self.categorical:
       return image.astype(jnp.int32)
@@ -94,6 +127,7 @@ class PixelCNNFamily:
     return 2.0 * values.astype(jnp.float32) - 1.0
 
   def _labels(self, batch) -> jax.Array | None:
+    self.check_batch(batch, need_labels=self.conditional)
     return batch["label"] if self.conditional else None
 
   def logits(self, params, values, labels=None) -> jax.Array:
@@ -113,17 +147,20 @@ class PixelCNNFamily:
   # ------------------------------------------------------------------ protocol
 
   def init(self, key, batch):
+    self._labels(batch)
     values = jnp.zeros((batch["image"].shape[0],) + self.image_shape, jnp.int32)
     labels = jnp.zeros((values.shape[0],), jnp.int32) if self.conditional else None
     return self.net.init(key, self._net_input(values), labels)["params"], {}
 
   def loss(self, params, model_state, batch, key):
-    nll = -self.log_prob_values(params, self.values(batch["image"], key), self._labels(batch))
+    labels = self._labels(batch)
+    nll = -self.log_prob_values(params, self.to_model(batch["image"], key), labels)
     loss = jnp.mean(nll)
     return loss, ({"nll": loss, "bits_per_dim": jnp.mean(self._bits(nll))}, model_state)
 
   def evaluate(self, params, model_state, batch, key):
-    nll = -self.log_prob_values(params, self.values(batch["image"], key), self._labels(batch))
+    labels = self._labels(batch)
+    nll = -self.log_prob_values(params, self.to_model(batch["image"], key), labels)
     return {"nll": nll, "bits_per_dim": self._bits(nll)}
 
   # ------------------------------------------------------------------ sampling
@@ -154,9 +191,7 @@ class PixelCNNFamily:
     return values.astype(jnp.uint8) if self.categorical else (255 * values).astype(jnp.uint8)
 
   def _check_labels(self, labels, num):
-    if not self.conditional:
-      return None
-    return jnp.arange(num) % self.num_classes if labels is None else jnp.asarray(labels, jnp.int32)
+    return self.default_labels(num, labels) if self.conditional else None
 
   def sample(self, params, key, num: int, labels=None, temperature: float = 1.0) -> jax.Array:
     """`uint8[num, H, W, C]` samples; conditional models cycle through the classes by default."""
@@ -166,17 +201,28 @@ class PixelCNNFamily:
     return self._to_image(self._fill(params, key, values, self._check_labels(labels, num), 0, temperature))
 
   def generate(self, params, model_state, key, num: int, labels=None) -> jax.Array:
-    """`num` fresh samples at temperature 1, `uint8[num, H, W, C]` (the protocol's `generate`)."""
-    return self.sample(params, key, num, labels=labels)
+    """`num` fresh samples at `sampling.temperature`, `uint8[num, H, W, C]`."""
+    return self.sample(params, key, num, labels=labels, temperature=self.sampling_config.temperature)
 
   def complete(self, params, key, image, labels=None, temperature: float = 1.0) -> jax.Array:
     """Keeps the upper half of `image` (`uint8[N, H, W, C]`) and samples the lower half."""
     h, w, c = self.image_shape
-    values = self.values(jnp.asarray(image), key)
+    values = self.to_model(jnp.asarray(image), key)
     start = (h // 2) * w * c
     return self._to_image(
       self._fill(params, key, values, self._check_labels(labels, image.shape[0]), start, temperature)
     )
 
-  def sample_grid(self, params, model_state, key, batch, num: int) -> jax.Array:
-    return self.sample(params, key, num)
+  # ------------------------------------------------------------------ pictures
+
+  def figures(self):
+    return dict(super().figures(), completion=self.figure_completion)
+
+  def figure_completion(self, params, model_state, key, source, options: FigureOptions) -> Figure:
+    """`options.num // 2` test images (class-balanced), each above its completion: the upper half
+    kept, the lower half sampled at `sampling.temperature`."""
+    batch = balanced_examples(source, max(options.num // 2, 1), options.seed)
+    labels = batch.get("label") if self.conditional else None
+    complete = jax.jit(self.complete, static_argnames="temperature")
+    done = complete(params, key, batch["image"], labels, temperature=self.sampling_config.temperature)
+    return Figure.pairs(batch["image"], done)

@@ -1,7 +1,8 @@
 """An experiment assembled from its config: data, family, mesh, optimizer and state.
 
 `experiments.train`, `experiments.evaluate`, `experiments.sample` and the benchmarks
-all build the same `Experiment`, so they agree on shapes, keys and shardings.
+all build the same `Experiment`, so they agree on shapes, keys and shardings. It
+talks to the family only through the contract of `genjax.models.base.Family`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ import numpy as np
 
 from genjax import data as data_lib
 from genjax import models
-from genjax.train import sharding, two_player
+from genjax.data.select import balanced_examples, balanced_indices, subset
+from genjax.models.base import Evaluation
+from genjax.schema import ConfigError, UsageError
+from genjax.train import config as run_config
+from genjax.train import sharding
 from genjax.train.checkpoint import Checkpointer
-from genjax.train.optim import make_optimizer
 from genjax.train.state import TrainState, create_train_state
 from genjax.train.step import make_eval_step, make_train_step
 
@@ -27,22 +31,38 @@ SAMPLE_STREAM = 2**30 + 1
 
 
 class Experiment:
-  """Everything a run needs, built once from `config` (see `configs/default.py`)."""
+  """Everything a run needs, built once from `config` (see `genjax/configs/default.py`).
+
+  Raises `genjax.schema.ConfigError` (one line naming the key) for any invalid value,
+  before anything heavy is built.
+  """
 
   def __init__(self, config: Any, mesh: jax.sharding.Mesh | None = None):
     self.config = config
-    self.info, self.splits = data_lib.load_dataset(config.data)
-    self.family = models.get_family(config.model, self.info)
-    self.mesh = mesh if mesh is not None else sharding.make_mesh(config.num_devices)
-    sharding.check_batch_size(config.train.batch_size, self.mesh, "train.batch_size")
-    sharding.check_batch_size(config.eval.batch_size, self.mesh, "eval.batch_size")
-    if config.train.num_steps < 0:
-      raise ValueError(f"train.num_steps must be >= 0, got {config.train.num_steps}")
-    schedule_steps = config.optim.schedule_steps or config.train.num_steps
-    if getattr(self.family, "two_player", False):  # GANs: one optimizer per player
-      self.tx = two_player.make_two_player_optimizer(config.optim, schedule_steps, self.family.d_steps)
-    else:
-      self.tx = make_optimizer(config.optim, schedule_steps)
+    family_cls = models.family_class(config.model.family)
+    self.run = run_config.validate(config, family_cls)
+    try:
+      self.info, self.splits = data_lib.load_dataset(config.data)
+      self.family = family_cls(config, self.info)
+    except UsageError:
+      raise
+    except ValueError as e:  # a dataset or a family refusing this config: the user's to fix
+      raise UsageError(str(e)) from e
+    self.mesh = mesh if mesh is not None else sharding.make_mesh(self.run.num_devices)
+    devices, multiple = self.mesh.devices.size, self.family.batch_multiple()
+    if self.run.train.batch_size % (devices * multiple):
+      why = f"{devices} device(s)" + (f" x {multiple}, the family's batch multiple" if multiple > 1 else "")
+      raise ConfigError(
+        "train.batch_size",
+        f"={self.run.train.batch_size} is not valid: expected a multiple of {devices * multiple} ({why})",
+      )
+    if self.run.eval.batch_size % devices:
+      raise ConfigError(
+        "eval.batch_size",
+        f"={self.run.eval.batch_size} is not valid: expected a multiple of the {devices} device(s)",
+      )
+    schedule_steps = self.family.optim_config.schedule_steps or self.run.train.num_steps
+    self.tx = self.family.make_optimizer(schedule_steps)
     self.process_index = jax.process_index()
     self.process_count = jax.process_count()
     self._eval_steps: dict = {}
@@ -50,16 +70,16 @@ class Experiment:
   # ------------------------------------------------------------------ state
 
   def example_batch(self, size: int | None = None) -> dict[str, np.ndarray]:
-    size = size or self.config.train.batch_size
+    size = size or self.run.train.batch_size
     return self.splits["train"][np.arange(size) % len(self.splits["train"])]
 
   def run_key(self) -> jax.Array:
-    return jax.random.key(self.config.seed)
+    return jax.random.key(self.run.seed)
 
   def init_state(self) -> TrainState:
     """A fresh state from the config seed, replicated over the mesh."""
     init_key, run_key = jax.random.split(self.run_key())
-    batch = self.example_batch(self.mesh.devices.size)
+    batch = self.example_batch(self.mesh.devices.size * self.family.batch_multiple())
 
     def init():
       params, model_state = self.family.init(init_key, batch)
@@ -68,18 +88,13 @@ class Experiment:
     return jax.jit(init, out_shardings=sharding.replicated(self.mesh))()
 
   def train_step(self):
-    tc = self.config.train
-    if getattr(self.family, "two_player", False):
-      return two_player.make_two_player_step(
-        self.family, self.tx, tc.ema_decay, self.mesh, tc.batch_size, ema_warmup=tc.ema_warmup
-      )
+    tc = self.run.train
     return make_train_step(self.family, self.tx, tc.ema_decay, self.mesh, ema_warmup=tc.ema_warmup)
 
   def checkpointer(self, workdir: str, **kwargs: Any) -> Checkpointer:
-    c = self.config.checkpoint
     return Checkpointer(
       os.path.join(workdir, "checkpoints"),
-      keep=c.keep,
+      keep=self.run.checkpoint.keep,
       best_metric=f"test/{self.family.best_metric}",
       best_mode=self.family.best_mode,
       **kwargs,
@@ -101,8 +116,8 @@ class Experiment:
   def batch_iterator(self, position: int = 0) -> data_lib.BatchIterator:
     return data_lib.BatchIterator(
       self.splits["train"],
-      self.config.train.batch_size,
-      seed=self.config.seed,
+      self.run.train.batch_size,
+      seed=self.run.seed,
       position=position,
       shuffle=True,
       process_index=self.process_index,
@@ -114,7 +129,11 @@ class Experiment:
     return sharding.shard_batch(host_batch, self.mesh)
 
   def eval_params(self, state: TrainState) -> Any:
-    return state.ema_params if self.config.eval.use_ema else state.params
+    return state.ema_params if self.run.eval.use_ema else state.params
+
+  def examples(self, split: str, num: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """`num` examples of `split`, a fixed class-balanced choice (repeated if the split is smaller)."""
+    return balanced_examples(self.splits[split], num, seed)
 
   # ------------------------------------------------------------------ evaluation
 
@@ -124,19 +143,42 @@ class Experiment:
   def sample_key(self) -> jax.Array:
     return jax.random.fold_in(self.run_key(), SAMPLE_STREAM)
 
+  def evaluation_source(self, split: str, evaluation: Evaluation) -> Any:
+    """The examples `evaluation` scores: the split, or a fixed class-balanced choice of `max_examples`."""
+    source = self.splits[split]
+    if 0 < evaluation.max_examples < len(source):
+      idx = balanced_indices(_labels(source), evaluation.max_examples, seed=0, size=len(source))
+      return subset(source, np.sort(idx))
+    return source
+
   def evaluate(
-    self, params: Any, model_state: Any, split: str = "test", key: jax.Array | None = None, **options: Any
+    self,
+    params: Any,
+    model_state: Any,
+    split: str = "test",
+    key: jax.Array | None = None,
+    evaluation: Evaluation | None = None,
   ) -> dict[str, float]:
-    """Means of the family's per-example metrics over the whole split (exact, padding masked)."""
-    opts = tuple(sorted(options.items()))
+    """Means of the family's per-example metrics over `split` (exact: padding is masked).
+
+    `evaluation` (default: none) gives `evaluate`'s options and how many examples to
+    score (see `Evaluation`).
+    """
+    evaluation = evaluation or Evaluation()
+    opts = tuple(sorted(evaluation.options.items()))
     if opts not in self._eval_steps:
-      self._eval_steps[opts] = make_eval_step(self.family, self.mesh, **options)
+      self._eval_steps[opts] = make_eval_step(self.family, self.mesh, **evaluation.options)
     eval_step = self._eval_steps[opts]
     key = self.eval_key() if key is None else key
-    source = self.splits[split]
+    source = self.evaluation_source(split, evaluation)
+    batch_size = evaluation.batch_size or self.run.eval.batch_size
+    devices = self.mesh.devices.size * self.process_count
+    # A split smaller than a batch is scored in one batch no larger than needed: padded
+    # rows cost as much as real ones (T network calls each for a diffusion bound).
+    batch_size = min(batch_size, -(-len(source) // devices) * devices)
     totals = None
     for i, (batch, mask) in enumerate(
-      data_lib.eval_batches(source, self.config.eval.batch_size, self.process_index, self.process_count)
+      data_lib.eval_batches(source, batch_size, self.process_index, self.process_count)
     ):
       shard = self.shard(batch)
       mask = sharding.shard_batch({"mask": mask}, self.mesh)["mask"]
@@ -154,3 +196,8 @@ class Experiment:
       with open(path, "w") as f:
         f.write(self.config.to_json_best_effort(indent=2, sort_keys=True))
     return path
+
+
+def _labels(source: Any) -> np.ndarray | None:
+  """The labels of every example of `source`, or None for unlabelled data."""
+  return source[np.arange(len(source))].get("label")

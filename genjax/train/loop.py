@@ -11,7 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from genjax.eval.grids import save_image_grid
+from genjax.eval import render
 from genjax.train import sharding
 from genjax.train.experiment import Experiment
 from genjax.train.metric_writer import MetricWriter
@@ -35,7 +35,7 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
   before that point stays in place, so the run can be inspected or resumed.
   """
   exp = Experiment(config, mesh)
-  tc = config.train
+  tc = exp.run.train
   is_chief = exp.process_index == 0
   exp.write_config(workdir)
   ckpt = exp.checkpointer(workdir)
@@ -54,7 +54,7 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
 
   log.info(
     "training %s on %d %s device(s), global batch %d, from step %d to %d",
-    config.model.family,
+    exp.family.name,
     exp.mesh.devices.size,
     exp.mesh.devices.flat[0].platform,
     tc.batch_size,
@@ -64,9 +64,11 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
   train_step = exp.train_step()
   sync_steps = sharding.one_step_in_flight(exp.mesh)
   sample_grid = jax.jit(exp.family.sample_grid, static_argnames="num")
-  grid_batch = exp.splits["test"][np.arange(config.eval.num_samples) % len(exp.splits["test"])]
+  num_samples = exp.run.eval.num_samples
+  grid_batch = exp.examples("test", num_samples)  # class-balanced, fixed for the whole run
+  extent = None if exp.family.images else render.extent(exp.examples("test", 2000)["x"])
   batches = exp.batch_iterator(position)
-  writer = MetricWriter(workdir, enable_tensorboard=config.train.tensorboard) if is_chief else None
+  writer = MetricWriter(workdir, enable_tensorboard=tc.tensorboard) if is_chief else None
   progress = _progress(start, tc.num_steps, enabled=is_chief and tc.progress_bar)
   pending, t0, s0, paused = [], time.perf_counter(), start, 0.0  # per-step metrics, still on device
   checked = start  # the last step whose metrics were checked for NaN/inf
@@ -111,10 +113,10 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
         log.info("step %d test %s", s, test_metrics)
       if _due(s, tc.sample_every, last):  # every process computes (global arrays); the chief writes
         grid = sample_grid(
-          exp.eval_params(state), state.model_state, exp.sample_key(), grid_batch, num=config.eval.num_samples
+          exp.eval_params(state), state.model_state, exp.sample_key(), grid_batch, num=num_samples
         )
         if is_chief:
-          save_image_grid(os.path.join(workdir, "samples", f"step_{s:07d}.png"), np.asarray(grid))
+          render.save_figure(os.path.join(workdir, "samples", f"step_{s:07d}.png"), grid, extent)
       if ckpt_now:
         ckpt.save(state, batches.position, test_metrics_now)
       paused += time.perf_counter() - t_aside  # evaluation, sampling, checkpointing

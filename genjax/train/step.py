@@ -16,27 +16,27 @@ from genjax.train.state import TrainState, check_ema_decay, ema_decay_at, ema_up
 
 
 def make_train_step(
-  family: Family, tx: optax.GradientTransformation, ema_decay: float, mesh: Mesh, ema_warmup: bool = True
+  family: Family,
+  tx: optax.GradientTransformation,
+  ema_decay: float,
+  mesh: Mesh,
+  ema_warmup: bool = True,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """Returns `step(state, batch) -> (state, metrics)`, compiled as one program.
 
-  Loss, gradients, the optimizer update, the EMA and the metrics all run inside one
-  `jax.jit`. The batch is split over the mesh's 'data' axis and the state replicated,
-  so XLA inserts the gradient all-reduce. The step's key is `fold_in(run_key, step)`,
-  so the noise is the same on any number of devices and after a resume. The input
-  state is donated.
+  The family's `update` (by default: loss, gradients and the optimizer update; the
+  GAN's: k discriminator updates and a generator update), the EMA and the metrics all
+  run inside one `jax.jit`. The batch is split over the mesh's 'data' axis and the
+  state replicated, so XLA inserts the gradient all-reduce. The step's key is
+  `fold_in(run_key, step)`, so the noise is the same on any number of devices and
+  after a resume. The input state is donated.
   """
   check_ema_decay(ema_decay)
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    key = state.step_key()
-
-    def loss_fn(params):
-      return family.loss(params, state.model_state, batch, key)
-
-    (loss, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params, opt_state, model_state, metrics = family.update(
+      tx, state.params, state.opt_state, state.model_state, batch, state.step_key()
+    )
     new_state = state.replace(
       step=state.step + 1,
       params=params,
@@ -44,7 +44,6 @@ def make_train_step(
       ema_params=ema_update(state.ema_params, params, ema_decay_at(state.step, ema_decay, ema_warmup)),
       model_state=model_state,
     )
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))
     return new_state, metrics
 
   rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
