@@ -504,11 +504,16 @@ def gaussian_marginal(
   return a * mean, a[:, :, None] ** 2 * cov + s**2 * eye
 
 
+# True float32 products: on recent GPUs JAX's default float32 matmul is TF32 (10-bit
+# mantissa), too coarse for a reference solution.
+_EXACT = jax.lax.Precision.HIGHEST
+
+
 def _gaussian_parts(path, mean, cov, x, t):
   """Eigenbasis quantities: `Q` `[D, D]`, centred coordinates `y` `[B, D]`, variances `[B, D]`."""
   lam, q = jnp.linalg.eigh(jnp.asarray(cov, jnp.float32))
   a, s = path.alpha(t)[:, None], path.sigma(t)[:, None]
-  y = (x - a * mean) @ q
+  y = jnp.matmul(x - a * mean, q, precision=_EXACT)
   return q, y, lam, a**2 * lam + s**2
 
 
@@ -526,7 +531,7 @@ def gaussian_velocity(path: ProbabilityPath, mean: jax.Array, cov: jax.Array) ->
     q, y, lam, var = _gaussian_parts(path, mean, cov, x, t)
     a, s = path.alpha(t)[:, None], path.sigma(t)[:, None]
     da, ds = path.d_alpha(t)[:, None], path.d_sigma(t)[:, None]
-    return da * mean + ((da * a * lam + ds * s) / var * y) @ q.T
+    return da * mean + jnp.matmul((da * a * lam + ds * s) / var * y, q.T, precision=_EXACT)
 
   return v_fn
 
