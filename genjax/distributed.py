@@ -155,7 +155,15 @@ def initialize_from_env(
       process_id=settings.process_id,
       cluster_detection_method="deactivate",
     )
-  jax.distributed.initialize(**kwargs)
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:
+    if settings.coordinator_address is not None:
+      raise
+    raise ValueError(
+      f"cannot join a multi-process run: {e} No {ENV_COORDINATOR}/{ENV_NUM_PROCESSES}/{ENV_PROCESS_ID} "
+      "are set and JAX detected no cluster (SLURM inside srun, Open MPI, Cloud TPU, Kubernetes)"
+    ) from e
   if settings.coordinator_address is not None:
     logging.getLogger(__name__).info(
       "jax.distributed: process %d of %d, coordinator %s",

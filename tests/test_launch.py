@@ -280,3 +280,52 @@ def _alive(pid: int) -> bool:
     return False
   with open(f"/proc/{pid}/stat") as f:  # a zombie (exited, not yet reaped by init) counts as gone
     return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_cluster_mode_without_a_cluster_says_what_is_missing():
+  p = subprocess.run(
+    [sys.executable, "-c", "from genjax import distributed; distributed.initialize_from_env(cluster=True)"],
+    cwd=REPO,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
+  assert p.returncode == 1
+  assert "ValueError: cannot join a multi-process run" in p.stderr and "GENJAX_COORDINATOR_ADDRESS" in p.stderr
+
+
+def test_slurm_variables_are_detected_in_cluster_mode():
+  """`initialize_from_env(cluster=True)` inside a (simulated) 2-task `srun` step: JAX reads SLURM_*."""
+  port = launch.free_port()
+  procs = []
+  for rank in range(2):
+    env = _env(
+      SLURM_JOB_ID="4242",
+      SLURM_STEP_NODELIST="localhost",
+      SLURM_NTASKS="2",
+      SLURM_PROCID=str(rank),
+      SLURM_LOCALID=str(rank),
+      JAX_COORDINATOR_PORT=str(port),
+    )
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, "-m", "genjax.distributed", "--cluster"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+      )
+    )
+  results = []
+  try:
+    for p in procs:
+      out, err = p.communicate(timeout=60)
+      assert p.returncode == 0, err[-3000:]
+      results.append(json.loads([line for line in out.splitlines() if line.startswith("{")][-1]))
+  finally:
+    for p in procs:
+      p.kill()
+  assert [r["process"] for r in results] == [0, 1] and all(r["processes"] == 2 and r["ok"] for r in results)
+  assert results[0]["gradient"] == results[1]["gradient"]
