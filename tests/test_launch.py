@@ -119,22 +119,30 @@ def test_initialize_from_env_does_nothing_for_one_process():
 # --- real processes through the launcher --------------------------------------------------------
 
 
-def test_two_processes_all_reduce_across_processes():
-  """2 processes x 2 CPU devices: both ranks print the same all-reduced gradient, equal to the closed form."""
-  p, _ = _launch("--processes=2", "--devices_per_process=2", "--", sys.executable, "-m", "genjax.distributed")
+@pytest.mark.parametrize("processes,devices", [(2, 2), (4, 1)])
+def test_processes_all_reduce_across_processes(processes, devices):
+  """Every rank prints the same all-reduced gradient, equal to its closed form (genjax.distributed.selfcheck)."""
+  p, _ = _launch(
+    f"--processes={processes}",
+    f"--devices_per_process={devices}",
+    "--",
+    sys.executable,
+    "-m",
+    "genjax.distributed",
+  )
   assert p.returncode == 0, p.stdout + p.stderr
   results = {}
   for line in p.stdout.splitlines():
     prefix, _, payload = line.partition("] ")
     if payload.startswith("{"):
       results[prefix + "]"] = json.loads(payload)
-  assert set(results) == {"[rank 0]", "[rank 1]"}, p.stdout
-  r0, r1 = results["[rank 0]"], results["[rank 1]"]
-  assert (r0["process"], r1["process"]) == (0, 1)
-  for r in (r0, r1):
-    assert r["processes"] == 2 and r["local_devices"] == 2 and r["global_devices"] == 4
+  assert set(results) == {f"[rank {i}]" for i in range(processes)}, p.stdout
+  for i in range(processes):
+    r = results[f"[rank {i}]"]
+    assert r["process"] == i and r["processes"] == processes
+    assert r["local_devices"] == devices and r["global_devices"] == processes * devices
     assert r["devices_contiguous"] and r["ok"] and r["max_error"] < 1e-5
-  assert r0["gradient"] == r1["gradient"]
+    assert r["gradient"] == results["[rank 0]"]["gradient"]
 
 
 def test_a_failing_rank_stops_the_others_with_its_status(tmp_path):
