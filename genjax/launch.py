@@ -58,6 +58,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     options, command = argv, []
   parser = _Parser(
     prog="python -m genjax.launch",
+    usage="python -m genjax.launch --processes=N [--devices_per_process=K] [--port=P] [--timeout=S] "
+    "[--grace=G] -- command [args...]",
     description="Run N local processes of a command as one jax.distributed job.",
     epilog="Example: python -m genjax.launch --processes=2 -- python -m experiments.train "
     "--config=configs/vae.py:tiny --workdir=runs/vae2",
