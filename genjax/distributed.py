@@ -1,0 +1,334 @@
+"""Multi-process start-up: `jax.distributed` from environment variables, and failing fast.
+
+A multi-process run is N copies of the same command, one per process (per host, or per group of
+accelerators), joined by JAX's coordination service. `python -m genjax.launch` starts N local copies
+with these variables set; on a cluster set them yourself, or let JAX read the scheduler's own
+variables (`initialize_from_env(cluster=True)`, e.g. SLURM's inside `srun`).
+
+  GENJAX_COORDINATOR_ADDRESS  host:port where process 0 serves the coordination service
+  GENJAX_NUM_PROCESSES        N
+  GENJAX_PROCESS_ID           this process's index, 0 .. N-1
+  GENJAX_INIT_TIMEOUT         seconds to wait for every process to connect (default 300)
+  GENJAX_HEARTBEAT_TIMEOUT    seconds of silence after which a process counts as dead and every
+                              process aborts (default 60)
+  GENJAX_SHUTDOWN_TIMEOUT     seconds a finished process waits for the others to finish; a process
+                              still running when it expires is aborted too (default 120)
+
+The first three go together (all or none). JAX's own variables still apply: `JAX_LOCAL_DEVICE_IDS`
+(the accelerators this process uses), `JAX_NUM_CPU_DEVICES` (CPU devices per process) and
+`JAX_CPU_COLLECTIVES_IMPLEMENTATION` (cross-process collectives on CPU; genjax sets 'gloo', the only
+one that works without an MPI library, unless the variable says otherwise).
+
+Why fail fast: after `jax.distributed.initialize`, JAX's exit handler waits at a shutdown barrier
+for every process. A process that raises therefore does not exit; it waits there while its peers
+wait for it in their next collective, until the shutdown timeout aborts them all (exit status 134,
+5 minutes with JAX's defaults). `initialize_from_env` installs a `sys.excepthook` that prints the
+traceback and leaves at once with `os._exit(1)`; peers blocked in a collective then fail within a
+second ("Connection closed by peer"), the others when the heartbeat timeout declares the process
+dead, and `genjax.launch` (or `srun --kill-on-bad-exit=1`) stops them immediately.
+`exit_fast_on_error()` does the same for `sys.exit(non-zero)`, which no excepthook sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator, Mapping
+
+ENV_COORDINATOR = "GENJAX_COORDINATOR_ADDRESS"
+ENV_NUM_PROCESSES = "GENJAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "GENJAX_PROCESS_ID"
+ENV_INIT_TIMEOUT = "GENJAX_INIT_TIMEOUT"
+ENV_HEARTBEAT_TIMEOUT = "GENJAX_HEARTBEAT_TIMEOUT"
+ENV_SHUTDOWN_TIMEOUT = "GENJAX_SHUTDOWN_TIMEOUT"
+ENV_CPU_COLLECTIVES = "JAX_CPU_COLLECTIVES_IMPLEMENTATION"  # JAX's own; read by jax.config
+
+DEFAULT_INIT_TIMEOUT = 300
+DEFAULT_HEARTBEAT_TIMEOUT = 60
+DEFAULT_SHUTDOWN_TIMEOUT = 120
+CPU_COLLECTIVES = "gloo"
+
+_PROCESS_VARS = (ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What `jax.distributed.initialize` gets.
+
+  `coordinator_address`, `num_processes` and `process_id` are None when JAX should detect them
+  from a cluster scheduler (SLURM, Open MPI, Cloud TPU, Kubernetes).
+  """
+
+  coordinator_address: str | None
+  num_processes: int | None
+  process_id: int | None
+  initialization_timeout: int = DEFAULT_INIT_TIMEOUT
+  heartbeat_timeout: int = DEFAULT_HEARTBEAT_TIMEOUT
+  shutdown_timeout: int = DEFAULT_SHUTDOWN_TIMEOUT
+
+
+def _int_var(env: Mapping[str, str], name: str, default: int | None, minimum: int) -> int | None:
+  raw = env.get(name, "")
+  if raw == "":
+    return default
+  try:
+    value = int(raw)
+  except ValueError:
+    value = None
+  if value is None or value < minimum:
+    raise ValueError(f"{name}={raw!r} is not an integer >= {minimum}")
+  return value
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None, cluster: bool = False) -> Settings | None:
+  """Reads the GENJAX_* variables (see the module docstring).
+
+  Returns None when none of GENJAX_COORDINATOR_ADDRESS / NUM_PROCESSES / PROCESS_ID is set and
+  `cluster` is False (a single-process run); with `cluster`, Settings whose process fields are None
+  (JAX auto-detects them). Raises ValueError naming the variable for a partial or bad setting.
+  """
+  env = os.environ if environ is None else environ
+  timeouts = dict(
+    initialization_timeout=_int_var(env, ENV_INIT_TIMEOUT, DEFAULT_INIT_TIMEOUT, 1),
+    heartbeat_timeout=_int_var(env, ENV_HEARTBEAT_TIMEOUT, DEFAULT_HEARTBEAT_TIMEOUT, 1),
+    shutdown_timeout=_int_var(env, ENV_SHUTDOWN_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, 1),
+  )
+  present = [v for v in _PROCESS_VARS if env.get(v, "") != ""]
+  if not present:
+    return Settings(None, None, None, **timeouts) if cluster else None
+  missing = [v for v in _PROCESS_VARS if v not in present]
+  if missing:
+    raise ValueError(
+      f"{', '.join(present)} set but {', '.join(missing)} not; "
+      f"a multi-process run needs all of {', '.join(_PROCESS_VARS)}"
+    )
+  address = env[ENV_COORDINATOR]
+  host, sep, port = address.rpartition(":")
+  if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    raise ValueError(f"{ENV_COORDINATOR}={address!r} is not host:port (e.g. localhost:12345 or 10.0.0.1:12345)")
+  num = _int_var(env, ENV_NUM_PROCESSES, None, 1)
+  pid = _int_var(env, ENV_PROCESS_ID, None, 0)
+  if pid >= num:
+    raise ValueError(f"{ENV_PROCESS_ID}={pid} is not below {ENV_NUM_PROCESSES}={num}")
+  return Settings(address, num, pid, **timeouts)
+
+
+def initialize_from_env(
+  environ: Mapping[str, str] | None = None, cluster: bool = False, fail_fast: bool = True
+) -> bool:
+  """Joins a multi-process run described by the environment; does nothing for a single process.
+
+  Call it first thing, before any JAX computation or `jax.devices()` (JAX refuses to initialize
+  afterwards). With GENJAX_* set it calls `jax.distributed.initialize` with them and the timeouts,
+  with cluster auto-detection off; with `cluster=True` and no GENJAX_* it lets JAX detect the
+  process layout from the scheduler (SLURM, Open MPI, TPU). It sets JAX's CPU collectives to gloo
+  (unless JAX_CPU_COLLECTIVES_IMPLEMENTATION says otherwise), so CPU processes can all-reduce, and,
+  with `fail_fast`, installs the excepthook described in the module docstring.
+
+  Returns:
+    True when this process is part of an initialized `jax.distributed` run (also when it already
+    was), False when there is nothing to initialize.
+  """
+  import jax
+
+  if jax.distributed.is_initialized():
+    return True
+  settings = settings_from_env(environ, cluster=cluster)
+  if settings is None:
+    return False
+  env = os.environ if environ is None else environ
+  if env.get(ENV_CPU_COLLECTIVES, "") == "":
+    jax.config.update("jax_cpu_collectives_implementation", CPU_COLLECTIVES)
+  kwargs = dict(
+    initialization_timeout=settings.initialization_timeout,
+    heartbeat_timeout_seconds=settings.heartbeat_timeout,
+    shutdown_timeout_seconds=settings.shutdown_timeout,
+  )
+  if settings.coordinator_address is not None:
+    kwargs.update(
+      coordinator_address=settings.coordinator_address,
+      num_processes=settings.num_processes,
+      process_id=settings.process_id,
+      cluster_detection_method="deactivate",
+    )
+  try:
+    jax.distributed.initialize(**kwargs)
+  except ValueError as e:
+    if settings.coordinator_address is not None:
+      raise
+    raise ValueError(
+      f"cannot join a multi-process run: {e} No {ENV_COORDINATOR}/{ENV_NUM_PROCESSES}/{ENV_PROCESS_ID} "
+      "are set and JAX detected no cluster (SLURM inside srun, Open MPI, Cloud TPU, Kubernetes)"
+    ) from e
+  if settings.coordinator_address is not None:
+    logging.getLogger(__name__).info(
+      "jax.distributed: process %d of %d, coordinator %s",
+      settings.process_id,
+      settings.num_processes,
+      settings.coordinator_address,
+    )
+  else:
+    logging.getLogger(__name__).info("jax.distributed: process layout detected from the cluster environment")
+  if fail_fast:
+    install_fail_fast_excepthook()
+  return True
+
+
+def _hard_exit(code: int) -> None:
+  """Flushes what can be flushed and leaves without running JAX's exit barrier."""
+  logging.shutdown()
+  for stream in (sys.stdout, sys.stderr):
+    with contextlib.suppress(Exception):
+      stream.flush()
+  os._exit(code)
+
+
+def _describe_process() -> str:
+  import jax
+
+  try:
+    return f"process {jax.process_index()} of {jax.process_count()}"
+  except Exception:  # noqa: BLE001 - the backend itself may be what failed
+    return "a process"
+
+
+def _report_and_exit(exc_type, exc, tb) -> None:
+  code = 130 if issubclass(exc_type, KeyboardInterrupt) else 1
+  traceback.print_exception(exc_type, exc, tb)
+  sys.stderr.write(
+    f"genjax.distributed: {_describe_process()} failed with {exc_type.__name__}; exiting now "
+    f"(status {code}) instead of waiting for the others at JAX's shutdown barrier\n"
+  )
+  _hard_exit(code)
+
+
+def install_fail_fast_excepthook() -> None:
+  """After `jax.distributed.initialize`: an uncaught exception prints its traceback and `os._exit(1)`s.
+
+  Without it, the failing process waits at JAX's shutdown barrier and its peers hang in their
+  next collective until the shutdown timeout aborts every process (see the module docstring).
+  KeyboardInterrupt exits with status 130.
+  """
+  previous = sys.excepthook
+
+  def hook(exc_type, exc, tb):
+    import jax
+
+    if not jax.distributed.is_initialized():
+      previous(exc_type, exc, tb)
+      return
+    _report_and_exit(exc_type, exc, tb)
+
+  sys.excepthook = hook
+
+
+@contextlib.contextmanager
+def exit_fast_on_error() -> Iterator[None]:
+  """Wraps a multi-process program's main: on an error or `sys.exit(non-zero)`, `os._exit` at once.
+
+  Outside an initialized `jax.distributed` run it changes nothing. Inside, an exception prints its
+  traceback and exits with status 1 (130 for KeyboardInterrupt), and `sys.exit(code)` with a
+  non-zero code prints its message (if any) and exits with that code, all without waiting at JAX's
+  shutdown barrier for the other processes. `sys.exit(0)` and normal returns exit normally.
+  """
+  try:
+    yield
+  except SystemExit as e:
+    import jax
+
+    if not jax.distributed.is_initialized() or e.code is None or e.code == 0:
+      raise
+    if isinstance(e.code, int):
+      code = e.code
+    else:
+      sys.stderr.write(f"{e.code}\n")
+      code = 1
+    _hard_exit(code)
+  except BaseException as e:  # noqa: BLE001 - every failure must leave quickly
+    import jax
+
+    if not jax.distributed.is_initialized():
+      raise
+    _report_and_exit(type(e), e, e.__traceback__)
+
+
+def selfcheck(batch_per_device: int = 4, dim: int = 3) -> dict:
+  """All-reduces the gradient of a tiny least-squares model across every device of every process.
+
+  The global batch (`batch_per_device` rows per device, the same on every process from a fixed seed)
+  is split as genjax splits batches: process i feeds rows [i * L, (i + 1) * L) through
+  `jax.make_array_from_process_local_data` onto a 1-D mesh over `jax.devices()`. The gradient
+  of mean((x @ w - y)**2) is compared with its closed form 2/G x^T (x w - y) in float64.
+
+  Returns:
+    A JSON-able dict: process, processes, local_devices, global_devices, devices_contiguous (each
+    process's devices form one block of the mesh, in process order: what the row split assumes),
+    gradient (float[dim]), max_error and ok.
+  """
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  devices = jax.devices()
+  mesh = Mesh(np.asarray(devices), ("data",))
+  g = batch_per_device * len(devices)
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(g, dim)).astype(np.float32)
+  y = rng.normal(size=(g,)).astype(np.float32)
+  w = rng.normal(size=(dim,)).astype(np.float32)
+  rows = g // jax.process_count()
+  lo = jax.process_index() * rows
+  batch = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+  gx = jax.make_array_from_process_local_data(batch, x[lo : lo + rows])
+  gy = jax.make_array_from_process_local_data(batch, y[lo : lo + rows])
+  loss = lambda w, x, y: jnp.mean((x @ w - y) ** 2)
+  grad = jax.jit(jax.grad(loss), out_shardings=replicated)(jax.device_put(w, replicated), gx, gy)
+  got = np.asarray(grad.addressable_data(0), np.float64)
+  x64 = x.astype(np.float64)
+  want = 2.0 / g * x64.T @ (x64 @ w.astype(np.float64) - y)
+  owners = [d.process_index for d in devices]
+  error = float(np.max(np.abs(got - want)))
+  return dict(
+    process=jax.process_index(),
+    processes=jax.process_count(),
+    local_devices=jax.local_device_count(),
+    global_devices=len(devices),
+    devices_contiguous=owners == sorted(owners),
+    gradient=[float(v) for v in got],
+    max_error=error,
+    ok=error < 1e-5,
+  )
+
+
+def main(argv: list[str] | None = None) -> None:
+  """`python -m genjax.distributed [--cluster]`: join the run, all-reduce, print one JSON line.
+
+  A smoke test of a multi-process setup: under `python -m genjax.launch --processes=N`, or on each
+  host of a cluster with GENJAX_* set (or inside `srun` with --cluster). Exit status 1 if the
+  all-reduced gradient is wrong.
+  """
+  import argparse
+  import json
+
+  parser = argparse.ArgumentParser(prog="python -m genjax.distributed", description=main.__doc__)
+  parser.add_argument(
+    "--cluster", action="store_true", help="without GENJAX_* variables, let JAX detect SLURM/Open MPI/TPU"
+  )
+  args = parser.parse_args(argv)
+  with exit_fast_on_error():
+    initialize_from_env(cluster=args.cluster)
+    result = selfcheck()
+    print(json.dumps(result), flush=True)
+    if not result["ok"]:
+      sys.exit(1)
+
+
+if __name__ == "__main__":
+  main()
