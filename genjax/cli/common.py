@@ -101,11 +101,12 @@ def run(main) -> None:
       import jax
 
       jax.distributed.initialize()
+    from genjax.data.errors import DataConfigError
     from genjax.data.tfds_input import DatasetUnavailableError
 
     try:
       return main(argv)
-    except DatasetUnavailableError as e:  # says how to get the data; a traceback adds nothing
+    except (DatasetUnavailableError, DataConfigError) as e:  # says what is wrong; a traceback adds nothing
       sys.stderr.write(f"error: {e}\n")
       sys.exit(1)
 
