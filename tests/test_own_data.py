@@ -376,6 +376,18 @@ def test_npz_errors_name_the_problem(tmp_path):
     r"'class_names' is an object array", image=image, label=[0, 1, 0, 1], class_names=np.array(["a", 1], object)
   )
 
+  fails(
+    r"'class_names' has dtype int64 and shape \[2\]; expected a 1-D string array",
+    image=image,
+    label=[0] * 4,
+    class_names=[3, 4],
+  )
+  fails(
+    r"'train_image' has images of \(3, 3, 1\) but 'test_image' of \(2, 2, 1\)",
+    train_image=image,
+    test_image=image[:, :2, :2],
+  )
+
   np.save(str(tmp_path / "one.npy"), image)
   with pytest.raises(DataConfigError, match="holds a single array"):
     data.load_dataset(own_config("npz", path=str(tmp_path / "one.npy")))
@@ -507,6 +519,18 @@ def test_cache_keys_differ_between_folders(tmp_path):
   assert info_a.name == info_b.name == "folder" and info_a.shape == info_b.shape
   assert info_a.cache_key != info_b.cache_key and info_a.cache_key.startswith("folder-")
   assert data.load_dataset(own_config(path=a, split_seed=1))[0].cache_key != info_a.cache_key
+
+
+def test_feature_classifier_cache_file_is_per_folder():
+  """The Frechet feature classifier is cached by cache_key, so one folder's is never used for another's."""
+  from genjax.configs import feature_classifier
+  from genjax.eval.feature_classifier import _cache_path
+
+  cfg = feature_classifier.get_config()
+  a = data.DatasetInfo("folder", "image", (8, 8, 1), 2, 9, 1, cache_key="folder-aaaa")
+  b = data.DatasetInfo("folder", "image", (8, 8, 1), 2, 9, 1, cache_key="folder-bbbb")
+  assert _cache_path(cfg, a) != _cache_path(cfg, b)
+  assert os.path.basename(_cache_path(cfg, a)).startswith("folder-aaaa_8x8x1_")
 
 
 # ---------------------------------------------------------------------- progress
