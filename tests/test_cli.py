@@ -128,5 +128,5 @@ def test_missing_tfds_dataset_says_how_to_get_it(tmp_path):
     f"--config.data.data_dir={tmp_path}/empty_tfds",
   )
   assert p.returncode == 1
-  assert "tfds build cifar10 --file_format=array_record" in p.stderr
+  assert "python -m genjax.data.prepare cifar10 --data_dir=DIR" in p.stderr
   assert "Traceback" not in p.stderr

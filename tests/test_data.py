@@ -178,7 +178,9 @@ def test_load_dataset_toy():
 
 def test_load_dataset_embedded_info():
   info, splits = data.load_dataset(data_config())
-  assert info == data.DatasetInfo("mnist_embedded", "image", (28, 28, 1), 10, 4000, 1000)
+  digits = tuple("0123456789")
+  assert info == data.DatasetInfo("mnist_embedded", "image", (28, 28, 1), 10, 4000, 1000, class_names=digits)
+  assert info.cache_key == "mnist_embedded"
   data.validate_batch(splits["test"][np.arange(7)], info)
   info, _ = data.load_dataset(data_config(name="digits_8x8", image_size=16))
   assert info.shape == (16, 16, 1) and info.num_train + info.num_test == 1797
@@ -454,7 +456,9 @@ def test_center_crop_resize():
 @pytest.mark.parametrize("name", ["mnist", "celeb_a"])
 def test_tfds_not_found_is_explained(tmp_path, name):
   cfg = data_config(name=name, data_dir=str(tmp_path), download=False)
-  with pytest.raises(data.DatasetUnavailableError, match=f"tfds build {name} --file_format=array_record") as e:
+  with pytest.raises(
+    data.DatasetUnavailableError, match=f"python -m genjax.data.prepare {name} --data_dir=DIR"
+  ) as e:
     data.load_dataset(cfg)
   msg = str(e.value)
   assert str(tmp_path) in msg and "download=True" in msg

@@ -172,12 +172,13 @@ def run(main, main_module: str) -> None:
       import jax
 
       jax.distributed.initialize()
+    from genjax.data.errors import DataConfigError
     from genjax.data.tfds_input import DatasetUnavailableError
     from genjax.schema import UsageError
 
     try:
       return main(argv)
-    except UsageError as e:
+    except (UsageError, DataConfigError) as e:
       fail(str(e))
     except DatasetUnavailableError as e:  # says how to get the data; a traceback adds nothing
       fail(str(e), status=1)

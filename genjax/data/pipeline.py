@@ -7,7 +7,8 @@ toys with components). 'label' is omitted when ``DatasetInfo.num_classes`` is
 0 (celeb_a, gaussian_1d).
 
 A source is anything with ``len(source)`` and ``source[indices int[B]] ->
-batch`` (``ArraySource`` in memory, ``TfdsSource`` over array_record files).
+batch`` (``ArraySource`` over arrays in memory or memory-mapped, ``TfdsSource``
+over array_record files).
 """
 
 from __future__ import annotations
@@ -15,16 +16,27 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import dataclasses
+import hashlib
+import json
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
 
-from genjax.data import embedded, tfds_input, toy
+from genjax.data import embedded, own, tfds_input, toy
+from genjax.data.errors import DataConfigError
+
+log = logging.getLogger("genjax")
 
 EMBEDDED_DATASETS = ("mnist_embedded", "digits_8x8")
-DATASET_NAMES: tuple[str, ...] = EMBEDDED_DATASETS + tuple(tfds_input.TFDS_DATASETS) + tuple(toy.TOYS)
+# Your own images: `data.path` is a directory of images or an .npz file (see `own`).
+OWN_DATASETS = ("folder", "npz")
+DATASET_NAMES: tuple[str, ...] = (
+  EMBEDDED_DATASETS + OWN_DATASETS + tuple(tfds_input.TFDS_DATASETS) + tuple(toy.TOYS)
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +50,11 @@ class DatasetInfo:
     num_classes: number of label values (labels lie in [0, num_classes)); 0
       when the batches carry no 'label'.
     num_train / num_test: split sizes.
+    class_names: the name of each label 0..num_classes-1 (a folder dataset's class
+      subfolder names, an npz's 'class_names'); () when unknown or unlabelled.
+    cache_key: identifies the data behind ``name`` in cache file names: ``name``
+      itself for the built-in datasets; for own data (folder, npz) the name plus a
+      digest of the files, settings and split, so two folders never share a cache.
   """
 
   name: str
@@ -46,6 +63,12 @@ class DatasetInfo:
   num_classes: int
   num_train: int
   num_test: int
+  class_names: tuple[str, ...] = ()
+  cache_key: str = ""
+
+  def __post_init__(self):
+    if not self.cache_key:
+      object.__setattr__(self, "cache_key", self.name)
 
 
 class Source(Protocol):
@@ -57,16 +80,27 @@ class Source(Protocol):
 
 
 class ArraySource:
-  """A split held in memory as ``{key: array[N, ...]}``."""
+  """A split held as ``{key: array[N, ...]}`` (in memory or memory-mapped).
 
-  def __init__(self, arrays: dict[str, np.ndarray]):
+  With ``rows`` (``int[M]``, values in [0, N)) the split is those rows of the arrays:
+  ``len(source) == M`` and ``source[i] == arrays[rows[i]]``, so a train and a test
+  split can share one array without copying it.
+  """
+
+  def __init__(self, arrays: dict[str, np.ndarray], rows: np.ndarray | None = None):
     if not arrays:
       raise ValueError("ArraySource needs at least one array")
     self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
     sizes = {k: (v.shape[0] if v.ndim else None) for k, v in self.arrays.items()}
     if None in sizes.values() or len(set(sizes.values())) != 1:
       raise ValueError(f"ArraySource arrays need one shared leading size, got {sizes}")
-    self._len = next(iter(sizes.values()))
+    n = next(iter(sizes.values()))
+    self.rows = None
+    if rows is not None:
+      self.rows = np.asarray(rows, np.int64)
+      if self.rows.ndim != 1 or (self.rows.size and not (0 <= self.rows.min() and self.rows.max() < n)):
+        raise ValueError(f"ArraySource rows must be int[M] in [0, {n}), got shape {self.rows.shape}")
+    self._len = n if self.rows is None else len(self.rows)
 
   def __len__(self) -> int:
     return self._len
@@ -74,11 +108,13 @@ class ArraySource:
   def __getitem__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
     """Gathers rows: ``indices int[B] -> {key: array[B, ...]}``."""
     indices = np.asarray(indices, np.int64)
+    if self.rows is not None:
+      indices = self.rows[indices]
     return {k: v[indices] for k, v in self.arrays.items()}
 
   def __repr__(self) -> str:
     shapes = {k: (v.dtype.name, v.shape) for k, v in self.arrays.items()}
-    return f"ArraySource({shapes})"
+    return f"ArraySource({shapes}" + (f", rows={len(self.rows)})" if self.rows is not None else ")")
 
 
 def _local_size(global_batch_size: int, process_index: int, process_count: int) -> int:
@@ -310,6 +346,90 @@ def _resize_arrays(splits, image_size: int):
   return out
 
 
+def _own_setting(config: Any, key: str) -> Any:
+  try:
+    return getattr(config, key)
+  except (AttributeError, KeyError):
+    raise DataConfigError(
+      f"the data config has no key {key!r}, which data.name={config.name!r} needs; start from "
+      "genjax.configs.default.get_base_config().data"
+    ) from None
+
+
+def own_settings(config: Any) -> dict[str, Any]:
+  """The checked own-data settings of ``config`` (folder / npz); DataConfigError if one is bad."""
+  path, fraction, seed = (
+    _own_setting(config, "path"),
+    _own_setting(config, "test_fraction"),
+    _own_setting(config, "split_seed"),
+  )
+  channels, cache, image_size = _own_setting(config, "channels"), _own_setting(config, "cache"), config.image_size
+  if not isinstance(path, str):
+    raise DataConfigError(f"data.path must be a string (a directory or .npz file), got {path!r}")
+  if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+    raise DataConfigError(f"data.test_fraction must be a number in (0, 1), got {fraction!r}")
+  if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+    raise DataConfigError(f"data.split_seed must be an integer >= 0, got {seed!r}")
+  if channels not in (0, 1, 3) or isinstance(channels, bool):
+    raise DataConfigError(f"data.channels must be 0 (auto), 1 (grey) or 3 (RGB), got {channels!r}")
+  if isinstance(image_size, bool) or not isinstance(image_size, int | np.integer) or image_size < 0:
+    raise DataConfigError(f"data.image_size must be an integer >= 0 (0 = native), got {image_size!r}")
+  return dict(
+    path=os.path.expanduser(path),
+    test_fraction=float(fraction),
+    split_seed=int(seed),
+    channels=int(channels),
+    cache=bool(cache),
+    image_size=int(image_size),
+  )
+
+
+def _load_own(name: str, config: Any) -> tuple[DatasetInfo, dict[str, Source]]:
+  """A folder or npz dataset with its fixed, seeded split (see ``genjax.data.own``)."""
+  s = own_settings(config)
+  if name == "folder":
+    data = own.load_folder(s["path"], s["channels"], s["image_size"], s["cache"])
+  else:
+    data = own.load_npz(s["path"], s["channels"], s["image_size"])
+  if data.split is not None:
+    split = data.split
+    key_spec = [data.fingerprint]
+  else:
+    train, test = own.split_indices(
+      data.label, len(data.image), s["test_fraction"], s["split_seed"], data.class_names
+    )
+    split = {"train": train, "test": test}
+    key_spec = [data.fingerprint, s["test_fraction"], s["split_seed"]]
+  arrays = {"image": data.image}
+  if data.label is not None:
+    arrays["label"] = data.label
+  sources = {k: ArraySource(arrays, rows=v) for k, v in split.items()}
+  digest = hashlib.sha256(json.dumps(key_spec).encode()).hexdigest()[:16]
+  info = DatasetInfo(
+    name,
+    "image",
+    tuple(int(d) for d in data.image.shape[1:]),
+    len(data.class_names),
+    len(sources["train"]),
+    len(sources["test"]),
+    class_names=data.class_names,
+    cache_key=f"{name}-{digest}",
+  )
+  shown = ", ".join(f"{k}={n}" for k, n in enumerate(data.class_names[:10]))
+  log.info(
+    "%s %s: %d train / %d test images of %s, %s",
+    name,
+    s["path"],
+    info.num_train,
+    info.num_test,
+    info.shape,
+    f"{info.num_classes} classes ({shown}{', ...' if info.num_classes > 10 else ''})"
+    if info.num_classes
+    else "no labels",
+  )
+  return info, sources
+
+
 def load_dataset(config: Any) -> tuple[DatasetInfo, dict[str, Source]]:
   """Loads dataset ``config.name`` as ``(info, {'train': src, 'test': src})``.
 
@@ -318,6 +438,11 @@ def load_dataset(config: Any) -> tuple[DatasetInfo, dict[str, Source]]:
   download (False), image_size (0 = native; celeb_a and oxford_flowers102
   use 64), toy_num_train (20000), toy_num_test (5000). Toy splits are sampled
   with seeds 0 (train) and 1 (test); embedded splits are fixed.
+
+  Own data (name 'folder' or 'npz') reads path, test_fraction, split_seed,
+  channels, cache and image_size, which must all be present (see
+  ``genjax/configs/default.py``); a bad value or bad files raise
+  ``DataConfigError``.
   """
   name = _cfg(config, "name", "mnist_embedded")
   image_size = int(_cfg(config, "image_size", 0) or 0)
@@ -327,7 +452,10 @@ def load_dataset(config: Any) -> tuple[DatasetInfo, dict[str, Source]]:
       splits = _resize_arrays(splits, image_size)
     sources = {k: ArraySource(v) for k, v in splits.items()}
     shape = tuple(splits["train"]["image"].shape[1:])
-    info = DatasetInfo(name, "image", shape, 10, len(sources["train"]), len(sources["test"]))
+    digits = tuple(str(k) for k in range(10))
+    info = DatasetInfo(name, "image", shape, 10, len(sources["train"]), len(sources["test"]), class_names=digits)
+  elif name in OWN_DATASETS:
+    info, sources = _load_own(name, config)
   elif name in toy.TOYS:
     spec = toy.TOYS[name]
     sizes = {"train": int(_cfg(config, "toy_num_train", 20000)), "test": int(_cfg(config, "toy_num_test", 5000))}
@@ -355,5 +483,5 @@ def load_dataset(config: Any) -> tuple[DatasetInfo, dict[str, Source]]:
       len(sources["test"]),
     )
   else:
-    raise ValueError(f"unknown dataset name {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    raise DataConfigError(f"unknown dataset name {name!r}; valid names: {', '.join(DATASET_NAMES)}")
   return info, sources

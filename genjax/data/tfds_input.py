@@ -12,6 +12,7 @@ and resized with PIL (bilinear, antialiased when downscaling).
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,14 +140,20 @@ def unavailable_message(
     + (str(error).splitlines()[0] if str(error) else ""),
     "genjax reads tfds datasets with random access, which needs them "
     "prepared in the array_record format. To get it:",
-    f"  * on a machine with network access run `tfds build {tfds_name} "
-    f"--file_format=array_record --data_dir=DIR` and copy DIR here "
-    "(this machine may have no network), then pass "
-    "--config.data.data_dir=DIR;",
+    "  * on a machine with network access run `pip install 'genjax[prepare]'` (TensorFlow, which tfds needs "
+    f"to encode the images) and `python -m genjax.data.prepare {name} --data_dir=DIR`, copy DIR here "
+    "(this machine may have no network), then pass --config.data.data_dir=DIR;",
     f"  * or place already prepared array_record data under data_dir (DIR/{tfds_name}/VERSION/...);",
   ]
+  if needs_tensorflow(error):
+    lines.insert(
+      1, "Preparing the dataset needs TensorFlow, which is not installed: pip install 'genjax[prepare]'."
+    )
   if not download:
-    lines.append("  * or set --config.data.download=True to let tfds download and prepare it (needs network).")
+    lines.append(
+      "  * or set --config.data.download=True to let tfds download and prepare it "
+      "(needs network and pip install 'genjax[prepare]')."
+    )
   if spec is not None and spec.manual_download:
     lines.append(
       f"  * note: {tfds_name} may need a manual download (its hosting is "
@@ -156,6 +163,19 @@ def unavailable_message(
     )
   lines.append("  * or use a dataset that needs no download: 'mnist_embedded' or 'digits_8x8'.")
   return "\n".join(lines)
+
+
+def needs_tensorflow(error: BaseException | None) -> bool:
+  """Whether ``error`` (or an exception it was raised from) is TensorFlow missing."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, ModuleNotFoundError) and (
+      (error.name or "").split(".")[0] == "tensorflow" or re.search(r"No module named 'tensorflow[.']", str(error))
+    ):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
 
 
 def open_data_source(name: str, split: str, data_dir: str | None = None, download: bool = False):

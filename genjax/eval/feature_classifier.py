@@ -87,7 +87,7 @@ def _cache_path(cfg: Any, info: Any) -> str:
     cfg.cache_dir or os.environ.get("GENJAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "genjax")
   )
   shape = "x".join(map(str, info.shape))
-  return os.path.join(root, "feature_classifier", f"{info.name}_{shape}_{digest}.npz")
+  return os.path.join(root, "feature_classifier", f"{info.cache_key}_{shape}_{digest}.npz")
 
 
 def train(cfg: Any, info: Any, splits: dict) -> FeatureClassifier:

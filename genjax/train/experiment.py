@@ -147,7 +147,7 @@ class Experiment:
     """The examples `evaluation` scores: the split, or a fixed class-balanced choice of `max_examples`."""
     source = self.splits[split]
     if 0 < evaluation.max_examples < len(source):
-      idx = balanced_indices(_labels(source), evaluation.max_examples, seed=0, size=len(source))
+      idx = balanced_indices(_labels(source), evaluation.max_examples, 0, num_examples=len(source))
       return subset(source, np.sort(idx))
     return source
 
