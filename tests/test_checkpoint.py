@@ -35,6 +35,7 @@ from genjax.train.checkpoint import (
   NonFiniteStateError,
   nonfinite_leaves,
 )
+from genjax.train.manifest import MANIFEST
 from genjax.train.state import create_train_state
 from tests.helpers import REPO, assert_trees_equal, tiny_config
 
@@ -158,7 +159,7 @@ def test_save_and_load_round_trip_and_layout(tmp_path):
   d = tmp_path / "ckpt"
   _save_steps(d, {10: 0.9, 20: 0.5, 30: 0.7})
   assert sorted(os.listdir(d)) == [".writer.lock", "10", "20", "30"]  # nothing pending, nothing temporary
-  manifest = json.load(open(d / "30" / ckpt_lib.MANIFEST))
+  manifest = json.load(open(d / "30" / MANIFEST))
   assert manifest["step"] == 30 and manifest["meta"] == {
     "step": 30,
     "data_position": 960,
@@ -171,7 +172,7 @@ def test_save_and_load_round_trip_and_layout(tmp_path):
     state, meta = r.load(_state(0), "latest")
     assert meta == {"step": 30, "data_position": 960, "metrics": {METRIC: 0.7}}
     assert_trees_equal(state, _state(30))
-    with pytest.raises(NoCheckpointError, match=r"no complete checkpoint at step 15 .*available: \[10, 20, 30\]"):
+    with pytest.raises(NoCheckpointError, match=r"no checkpoint at step 15 .*available: \[10, 20, 30\]"):
       r.load(_state(0), 15)
     with pytest.raises(ValueError, match="checkpoint must be 'latest', 'best' or a step number >= 0, got 'abc'"):
       r.resolve("abc")
@@ -218,15 +219,15 @@ def _damage(d, kind: str) -> tuple[int, str]:
     open(path, "wb").write(bytes(data))
     return 30, "checksum"
   if kind == "missing-manifest":
-    os.remove(os.path.join(step_dir, ckpt_lib.MANIFEST))
+    os.remove(os.path.join(step_dir, MANIFEST))
     return 30, "no-manifest"
   if kind == "garbled-manifest":
-    path = os.path.join(step_dir, ckpt_lib.MANIFEST)
+    path = os.path.join(step_dir, MANIFEST)
     text = open(path).read()
     open(path, "w").write(text[: len(text) // 2])
     return 30, "bad-manifest"
   if kind == "edited-manifest":  # valid JSON, but the metrics were changed by hand
-    path = os.path.join(step_dir, ckpt_lib.MANIFEST)
+    path = os.path.join(step_dir, MANIFEST)
     m = json.load(open(path))
     m["meta"]["metrics"][METRIC] = 0.0
     json.dump(m, open(path, "w"))
@@ -333,9 +334,9 @@ def test_every_checkpoint_damaged_leaves_nothing_usable(tmp_path):
   d = tmp_path / "ckpt"
   _save_steps(d, {10: None, 20: None})
   for step in (10, 20):
-    os.remove(d / str(step) / ckpt_lib.MANIFEST)
+    os.remove(d / str(step) / MANIFEST)
   with _writer(d) as w:
-    with pytest.raises(NoCheckpointError, match="no complete checkpoint in"):
+    with pytest.raises(NoCheckpointError, match="no checkpoint in"):
       w.load(_state(0), "latest")
   assert sorted(os.listdir(d / ckpt_lib.DAMAGED_DIR)) == ["10-no-manifest", "20-no-manifest"]
 
@@ -371,7 +372,7 @@ def test_reader_never_writes(tmp_path):
   missing = tmp_path / "no-such-dir"
   with _reader(missing) as r:
     assert r.all_steps() == [] and r.latest_step() is None
-    with pytest.raises(NoCheckpointError, match="no complete checkpoint in .*train first"):
+    with pytest.raises(NoCheckpointError, match="no checkpoint in .*train first"):
       r.load(_state(0))
   assert not missing.exists()
 
@@ -410,6 +411,48 @@ def test_reader_sees_a_checkpoint_once_complete_and_never_before(tmp_path, monke
     release.set()
     w.close()
     r.close()
+
+
+def test_readers_loop_while_a_writer_process_saves_and_prunes(tmp_path, caplog):
+  """A reader polling 'latest' and 'best' while another process saves 20 steps with keep=2."""
+  caplog.set_level(logging.WARNING, logger="genjax")
+  d = tmp_path / "ckpt"
+  driver = f"""
+import sys
+sys.path.insert(0, {REPO!r})
+from tests.test_checkpoint import METRIC, _state, _writer
+with _writer({str(d)!r}, keep=2, async_save=True) as w:
+  print("open", flush=True)
+  for step in range(1, 21):  # step 7 stays the best
+    w.save(_state(step), step * 32, {{METRIC: 0.001 if step == 7 else 1.0 / step}})
+"""
+  writer = subprocess.Popen(
+    [sys.executable, "-c", driver],
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
+  seen = {"latest": set(), "best": set()}
+  try:
+    assert writer.stdout.readline().strip() == "open"
+    with _reader(d) as r:
+      while writer.poll() is None or not seen["latest"]:
+        for which in seen:
+          try:
+            state, meta = r.load(_state(0), which)
+          except NoCheckpointError:
+            assert not r.all_steps() or which == "best"
+            continue
+          assert_trees_equal(state, _state(meta["step"]))  # never a mix of two checkpoints
+          seen[which].add(meta["step"])
+      assert r.all_steps() == [7, 19, 20] and r.load(_state(0), "best")[1]["step"] == 7
+  finally:
+    _, err = writer.communicate(timeout=300)
+  assert writer.returncode == 0, err[-3000:]
+  assert len(seen["latest"]) > 1 and seen["best"] <= set(range(1, 8))
+  assert not _warnings(caplog)  # nothing was taken for damage
+  assert sorted(os.listdir(d)) == [".writer.lock", "19", "20", "7"]
 
 
 # --------------------------------------------------------------------------- writer start-up, retention
@@ -650,6 +693,7 @@ def test_second_trainer_refused_and_lock_released_by_kill_9(tmp_path):
   finally:
     holder.kill()  # SIGKILL: no clean-up code runs
     holder.wait()
+    holder.stdout.close()
   lock = wd.lock_workdir(str(workdir))  # the kernel released it
   try:
     assert wd.lock_record(str(workdir))["pid"] == os.getpid()

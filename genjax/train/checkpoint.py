@@ -35,6 +35,9 @@ Both: `all_steps()`, `latest_step()`, `best_step()`, `read_meta(step)`, `resolve
 `restore(target, step)` (exactly that step, verified) and `load(target, which)` ('latest',
 'best' or a step, falling back to the previous complete checkpoint past damaged ones).
 
+Manifests live in `genjax.train.manifest`; Orbax options, the quieting of Orbax's own
+reports of a failed save and the triage of write errors in `genjax.train.checkpoint_io`.
+
 Errors, each with a one-line message: `NoCheckpointError` (a FileNotFoundError: nothing
 usable, says what exists), `CheckpointDamagedError` (an explicit step that is damaged),
 `CheckpointMismatchError` (a verified checkpoint that does not fit the state built from
@@ -44,15 +47,11 @@ full disk or an unwritable directory, naming the space needed and free).
 
 from __future__ import annotations
 
-import errno
-import hashlib
-import json
 import logging
 import math
 import os
 import re
 import shutil
-import sys
 import threading
 import time
 from typing import Any
@@ -63,24 +62,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from genjax.train import checkpoint_io as io
+from genjax.train.manifest import fsync_dir, read_manifest, verify_files
+from genjax.train.manifest import write_manifest as _write_manifest
 from genjax.train.workdir import DirectoryLock
 
 log = logging.getLogger("genjax")
 
-MANIFEST = "manifest.json"
 DAMAGED_DIR = "damaged"
 WRITER_LOCK = ".writer.lock"
 PENDING = ".pending"
-MANIFEST_FORMAT = 1
 _STEP_NAME = re.compile(r"^\d+$")
 _LEFTOVER_NAME = re.compile(r"^\d+\.")  # N.pending, N.pending.orbax-checkpoint-tmp, N.deleting-..., N.replaced-...
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
-_WRITE_ERROR_TEXT = {
-  "No space left on device": errno.ENOSPC,
-  "Disk quota exceeded": errno.EDQUOT,
-  "Read-only file system": errno.EROFS,
-  "Permission denied": errno.EACCES,
-}
 
 
 class CheckpointError(Exception):
@@ -144,225 +137,6 @@ def _tree_nbytes(tree: Any) -> int:
   return int(sum(getattr(x, "nbytes", 0) or np.asarray(x).nbytes for x in jax.tree.leaves(tree)))
 
 
-# ------------------------------------------------------------------------- manifests
-
-
-def _hash_file(path: str, sync: bool = False) -> tuple[str, int]:
-  h, size = hashlib.sha256(), 0
-  with open(path, "rb") as f:
-    while chunk := f.read(1 << 22):
-      h.update(chunk)
-      size += len(chunk)
-    if sync:
-      os.fsync(f.fileno())
-  return h.hexdigest(), size
-
-
-def _fsync_dir(path: str) -> None:
-  fd = os.open(path, os.O_RDONLY)
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
-
-
-def _digest(body: dict) -> str:
-  return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _write_manifest(step_dir: str, step: int, meta: dict) -> dict:
-  """Hashes and fsyncs every file of `step_dir`, then writes its manifest atomically."""
-  files = {}
-  for root, dirs, names in os.walk(step_dir):
-    dirs.sort()
-    for name in sorted(names):
-      rel = os.path.relpath(os.path.join(root, name), step_dir)
-      if rel.startswith(MANIFEST):
-        continue
-      sha, size = _hash_file(os.path.join(root, name), sync=True)
-      files[rel] = {"sha256": sha, "size": size}
-    _fsync_dir(root)
-  body = {"format": MANIFEST_FORMAT, "step": step, "meta": meta, "files": files, "created": time.time()}
-  tmp = os.path.join(step_dir, MANIFEST + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump({**body, "digest": _digest(body)}, f, sort_keys=True)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, os.path.join(step_dir, MANIFEST))
-  _fsync_dir(step_dir)
-  return body
-
-
-def _read_manifest(step_dir: str) -> tuple[dict | None, str, str]:
-  """`(manifest, '', '')`, or `(None, reason, detail)`; reason 'vanished' if the directory is gone."""
-  path = os.path.join(step_dir, MANIFEST)
-  try:
-    with open(path) as f:
-      text = f.read()
-  except FileNotFoundError:
-    if not os.path.isdir(step_dir):
-      return None, "vanished", "the directory disappeared"
-    try:
-      if not os.listdir(step_dir):
-        return None, "empty", "the step directory is empty"
-    except FileNotFoundError:
-      return None, "vanished", "the directory disappeared"
-    return None, "no-manifest", f"it has no {MANIFEST} (an interrupted or damaged checkpoint)"
-  except OSError as e:
-    return None, "unreadable", f"cannot read {MANIFEST}: {e.strerror or e}"
-  try:
-    m = json.loads(text)
-    body = {k: m[k] for k in ("format", "step", "meta", "files", "created")}
-    ok = (
-      m["format"] == MANIFEST_FORMAT
-      and isinstance(m["step"], int)
-      and isinstance(m["meta"], dict)
-      and isinstance(m["files"], dict)
-      and all(isinstance(v.get("sha256"), str) and isinstance(v.get("size"), int) for v in m["files"].values())
-      and m["digest"] == _digest(body)
-    )
-  except (ValueError, KeyError, TypeError, AttributeError) as e:
-    return None, "bad-manifest", f"{MANIFEST} is not a valid manifest ({type(e).__name__}: {e})"
-  if not ok:
-    return None, "bad-manifest", f"{MANIFEST} fails its own digest or format check"
-  return body, "", ""
-
-
-def _verify_files(step_dir: str, manifest: dict) -> tuple[str, str] | None:
-  """`(reason, detail)` for the first problem of the step's files against the manifest, or None."""
-  files = manifest["files"]
-  missing = [rel for rel in files if not os.path.isfile(os.path.join(step_dir, rel))]
-  if missing:
-    if not os.path.isdir(step_dir):
-      raise _StepVanished(f"checkpoint directory {step_dir} disappeared while being read")
-    items = sorted({rel.split(os.sep)[0] for rel in missing if os.sep in rel})
-    gone = [i for i in items if not os.path.isdir(os.path.join(step_dir, i))]
-    if gone:
-      return "missing-item", f"item {', '.join(i + '/' for i in gone)} is missing"
-    more = f" and {len(missing) - 1} more files" if len(missing) > 1 else ""
-    return "missing-file", f"{missing[0]}{more} listed in its manifest are missing"
-  for rel, entry in sorted(files.items()):
-    path = os.path.join(step_dir, rel)
-    try:
-      size = os.path.getsize(path)
-      if size != entry["size"]:
-        return "truncated", f"{rel} has {size} bytes, its manifest says {entry['size']}"
-      sha, _ = _hash_file(path)
-    except FileNotFoundError:
-      if not os.path.isdir(step_dir):
-        raise _StepVanished(f"checkpoint directory {step_dir} disappeared while being read") from None
-      return "missing-file", f"{rel} disappeared"
-    except OSError as e:
-      return "unreadable", f"cannot read {rel}: {e.strerror or e}"
-    if sha != entry["sha256"]:
-      return "checksum", f"{rel} does not match its sha256 in the manifest"
-  return None
-
-
-# ------------------------------------------------------------------------- orbax glue
-
-
-def _orbax_options() -> ocp.AsyncOptions:
-  # Directories are created inside save() itself: an unwritable directory then fails
-  # there, at once, instead of leaving Orbax's writer threads waiting on a signal.
-  return ocp.AsyncOptions(create_directories_asynchronously=False)
-
-
-def _composite_handler() -> ocp.CompositeCheckpointHandler:
-  return ocp.CompositeCheckpointHandler(composite_options=ocp.CompositeOptions(async_options=_orbax_options()))
-
-
-class _OrbaxBackgroundErrors(logging.Filter):
-  """Drops Orbax's ERROR log records (with tracebacks) about failed background saves.
-
-  The writer re-raises every such error itself, as one exception with a one-line message;
-  installed only while a writer is open.
-  """
-
-  def filter(self, record: logging.LogRecord) -> bool:
-    if record.levelno < logging.ERROR or "orbax" not in record.pathname:
-      return True
-    message = record.getMessage()
-    return not ("raised an exception" in message or "Handler Commit operations" in message)
-
-
-def _closed_loop_hook(unraisable: Any) -> None:
-  """Drops the 'Event loop is closed' RuntimeError that Orbax's late callbacks raise after a failed save."""
-  exc = unraisable.exc_value
-  if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
-    log.debug("ignored a late Orbax callback after a failed save: %r", exc)
-    return
-  _previous_hook(unraisable)
-
-
-_filter = _OrbaxBackgroundErrors()
-_filter_users = 0
-_filter_guard = threading.Lock()
-_previous_hook = sys.unraisablehook
-
-
-def _quiet_orbax(delta: int) -> None:
-  """Counts open writers; while there is one, Orbax's noise about a failed background save is dropped.
-
-  A failed save is reported once, by the writer, as one exception. Orbax also logs the
-  failure with tracebacks and, when other writes of the failed save finish later, makes
-  asyncio print 'Exception ignored ... RuntimeError: Event loop is closed'.
-  """
-  global _filter_users, _previous_hook
-  with _filter_guard:
-    _filter_users += delta
-    absl_logger = logging.getLogger("absl")
-    if delta > 0 and _filter_users == 1:
-      absl_logger.addFilter(_filter)
-      _previous_hook = sys.unraisablehook
-      sys.unraisablehook = _closed_loop_hook
-    elif _filter_users <= 0:
-      _filter_users = 0
-      absl_logger.removeFilter(_filter)
-      if sys.unraisablehook is _closed_loop_hook:
-        sys.unraisablehook = _previous_hook
-
-
-def _write_errno(exc: BaseException) -> int | None:
-  """The errno of a space or permission failure anywhere in `exc`'s chain, else None."""
-  seen, todo = set(), [exc]
-  while todo:
-    e = todo.pop()
-    if e is None or id(e) in seen:
-      continue
-    seen.add(id(e))
-    if isinstance(e, OSError) and e.errno in _WRITE_ERRNOS:
-      return e.errno
-    text = str(e)
-    for pattern in (r"os_error_code='(\d+)'", r"\[Errno (\d+)\]"):
-      for code in re.findall(pattern, text):
-        if int(code) in _WRITE_ERRNOS:
-          return int(code)
-    for phrase, code in _WRITE_ERROR_TEXT.items():
-      if phrase in text:
-        return code
-    todo.extend([e.__cause__, e.__context__, *getattr(e, "exceptions", ())])
-  return None
-
-
-def _free_bytes(path: str) -> int | None:
-  while path and not os.path.exists(path):
-    path = os.path.dirname(path)
-  try:
-    return shutil.disk_usage(path or "/").free
-  except OSError:
-    return None
-
-
-def _size(n: int | None) -> str:
-  if n is None:
-    return "an unknown amount"
-  for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-    if n >= scale:
-      return f"{n / scale:.1f} {unit} ({n} bytes)"
-  return f"{n} bytes"
-
-
 def _parse_which(which: str | int | None) -> str | int:
   if which is None or which == "latest":
     return "latest"
@@ -422,7 +196,7 @@ class CheckpointReader:
       step, path = int(name), os.path.join(self.directory, name)
       if not os.path.isdir(path):
         continue
-      manifest, reason, detail = _read_manifest(path)
+      manifest, reason, detail = read_manifest(path)
       if manifest is None:
         if reason != "vanished":
           self._damaged(step, reason, detail)
@@ -445,10 +219,10 @@ class CheckpointReader:
 
   def read_meta(self, step: int) -> dict:
     """The meta saved with `step` ({'step', 'data_position', 'metrics'}), from its manifest."""
-    manifest, reason, detail = _read_manifest(self._step_dir(step))
+    manifest, reason, detail = read_manifest(self._step_dir(step))
     if manifest is None:
       raise NoCheckpointError(
-        f"no complete checkpoint at step {step} in {self.directory} ({detail}); available: {self.all_steps()}"
+        f"no checkpoint at step {step} in {self.directory} ({detail}); available: {self.all_steps()}"
       )
     return dict(manifest["meta"])
 
@@ -471,7 +245,7 @@ class CheckpointReader:
     manifests = self._scan()
     steps = list(manifests)
     if not steps:
-      raise NoCheckpointError(f"no complete checkpoint in {self.directory}; train first (experiments.train)")
+      raise NoCheckpointError(f"no checkpoint in {self.directory}; train first (experiments.train)")
     if which == "latest":
       return steps[-1]
     if which == "best":
@@ -492,11 +266,9 @@ class CheckpointReader:
           *problem,
         )
       path = self._step_dir(which)
-      _, reason, detail = _read_manifest(path) if os.path.isdir(path) else (None, "", "")
+      _, reason, detail = read_manifest(path) if os.path.isdir(path) else (None, "", "")
       why = f" (step {which} is not complete: {reason}: {detail})" if reason and reason != "vanished" else ""
-      raise NoCheckpointError(
-        f"no complete checkpoint at step {which} in {self.directory}{why}; available: {steps}"
-      )
+      raise NoCheckpointError(f"no checkpoint at step {which} in {self.directory}{why}; available: {steps}")
     return which
 
   # -- restoring
@@ -509,14 +281,16 @@ class CheckpointReader:
     path = self._step_dir(step)
     if not os.path.isdir(path):
       raise _StepVanished(f"no checkpoint at step {step} in {self.directory}; available: {self.all_steps()}")
-    manifest, reason, detail = _read_manifest(path)
+    manifest, reason, detail = read_manifest(path)
     if manifest is None and reason == "vanished":
       raise _StepVanished(f"checkpoint step {step} in {self.directory} disappeared while being read")
     if manifest is not None:
-      problem = _verify_files(path, manifest)
+      problem = verify_files(path, manifest)
       if problem is None:
         return manifest
       reason, detail = problem
+      if reason == "vanished":
+        raise _StepVanished(f"checkpoint step {step} in {self.directory} disappeared while being read")
     raise CheckpointDamagedError(
       f"checkpoint step {step} in {self.directory} is damaged ({reason}: {detail})", step, reason, detail
     )
@@ -532,7 +306,7 @@ class CheckpointReader:
     self._check_fits(step, target)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     if self._restorer is None:
-      self._restorer = ocp.Checkpointer(_composite_handler())
+      self._restorer = ocp.Checkpointer(io.composite_handler())
     try:
       restored = self._restorer.restore(
         path, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
@@ -684,8 +458,8 @@ class Checkpointer(CheckpointReader):
         raise CheckpointWriteError(
           f"cannot write to checkpoint directory {self.directory}: {e.strerror or e}"
         ) from None
-    self._ckptr = ocp.AsyncCheckpointer(_composite_handler(), async_options=_orbax_options())
-    _quiet_orbax(+1)
+    self._ckptr = ocp.AsyncCheckpointer(io.composite_handler(), async_options=io.orbax_options())
+    io.quiet_orbax(+1)
 
   @classmethod
   def reader(cls, directory: str, best_metric: str | None = None, best_mode: str = "min") -> CheckpointReader:
@@ -827,7 +601,7 @@ class Checkpointer(CheckpointReader):
             os.rename(final, replaced)
             shutil.rmtree(replaced, ignore_errors=True)
           os.rename(pending, final)
-          _fsync_dir(self.directory)
+          fsync_dir(self.directory)
           self._apply_retention()
     except BaseException as e:  # noqa: BLE001 - stored for the caller's thread
       error = self._write_error(e, step, nbytes)
@@ -847,10 +621,10 @@ class Checkpointer(CheckpointReader):
       raise error
 
   def _write_error(self, exc: BaseException, step: int, nbytes: int) -> CheckpointWriteError | None:
-    code = _write_errno(exc)
+    code = io.write_errno(exc)
     if code is None:
       return None
-    free = _free_bytes(self.directory)
+    free = io.free_bytes(self.directory)
     try:
       last = self.latest_step()
     except OSError:
@@ -862,7 +636,7 @@ class Checkpointer(CheckpointReader):
     )
     error = CheckpointWriteError(
       f"cannot write checkpoint step {step} to {self.directory}: {os.strerror(code)}; it needs about "
-      f"{_size(nbytes)}, {_size(free)} free there; {intact}"
+      f"{io.format_size(nbytes)}, {io.format_size(free)} free there; {intact}"
     )
     error.errno, error.step, error.needed, error.free, error.last_saved = code, step, nbytes, free, last
     return error
@@ -893,7 +667,7 @@ class Checkpointer(CheckpointReader):
           self._remove_leftovers()
         except OSError:
           pass
-      _quiet_orbax(-1)
+      io.quiet_orbax(-1)
       if self._lock is not None:
         self._lock.release()
 
