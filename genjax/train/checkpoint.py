@@ -170,6 +170,7 @@ class CheckpointReader:
     self._skipped: dict[tuple[int, int, int], tuple[str, str]] = {}  # (step, inode, mtime) -> (reason, detail)
     self._reported: set[tuple[int, str]] = set()
     self._restorer: ocp.Checkpointer | None = None
+    self._metadata_reader: ocp.StandardCheckpointHandler | None = None
 
   # -- listing
 
@@ -328,7 +329,9 @@ class CheckpointReader:
     Orbax starts reading arrays into the wrong shapes.
     """
     try:
-      tree = ocp.StandardCheckpointHandler().metadata(epath.Path(self._step_dir(step)) / "state").tree
+      if self._metadata_reader is None:
+        self._metadata_reader = ocp.StandardCheckpointHandler()
+      tree = self._metadata_reader.metadata(epath.Path(self._step_dir(step)) / "state").tree
       saved = {k: v for k, v in ocp.tree.to_flat_dict(tree, sep=".").items() if v is not None}
       wanted = {
         k: v for k, v in ocp.tree.to_flat_dict(ocp.tree.serialize_tree(target), sep=".").items() if v is not None
@@ -398,9 +401,10 @@ class CheckpointReader:
       )
 
   def close(self) -> None:
-    if self._restorer is not None:
-      self._restorer.close()
-      self._restorer = None
+    for orbax_object in (self._restorer, self._metadata_reader):
+      if orbax_object is not None:
+        orbax_object.close()
+    self._restorer = self._metadata_reader = None
 
   def __enter__(self):
     return self

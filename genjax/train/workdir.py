@@ -306,7 +306,7 @@ def _normalize(config: Any) -> dict:
 def changed_keys(saved: Any, new: Any) -> list[str]:
   """Every dotted key whose value differs (or exists in one config only), sorted."""
   a, b = flatten_config(_normalize(saved)), flatten_config(_normalize(new))
-  return sorted(k for k in a.keys() | b.keys() if a.get(k, _ABSENT) != b.get(k, _ABSENT) or (k in a) != (k in b))
+  return sorted(k for k in a.keys() | b.keys() if (k in a) != (k in b) or a.get(k) != b.get(k))
 
 
 def may_change_on_resume(key: str) -> bool:
