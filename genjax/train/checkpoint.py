@@ -47,6 +47,7 @@ full disk or an unwritable directory, naming the space needed and free).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -453,15 +454,18 @@ class Checkpointer(CheckpointReader):
         raise ValueError(f"checkpoint directory {self.directory} is a file; expected a directory")
       try:
         os.makedirs(self.directory, exist_ok=True)
+        if not os.access(self.directory, os.W_OK | os.X_OK):  # fail now, not at the first save
+          code = errno.EROFS if os.statvfs(self.directory).f_flag & os.ST_RDONLY else errno.EACCES
+          raise OSError(code, os.strerror(code), self.directory)
         self._lock = DirectoryLock(os.path.join(self.directory, WRITER_LOCK), "checkpoint directory").acquire()
         self._remove_leftovers()
         self._scan()  # moves incomplete step directories aside
       except OSError as e:
         if self._lock is not None:
           self._lock.release()
-        raise CheckpointWriteError(
-          f"cannot write to checkpoint directory {self.directory}: {e.strerror or e}"
-        ) from None
+        error = CheckpointWriteError(f"cannot write to checkpoint directory {self.directory}: {e.strerror or e}")
+        error.errno = e.errno
+        raise error from None
     self._ckptr = ocp.AsyncCheckpointer(io.composite_handler(), async_options=io.orbax_options())
     io.quiet_orbax(+1)
 
