@@ -794,6 +794,14 @@ def test_apply_saved_config_restores_the_run_and_keeps_explicit_overrides():
     wd.apply_saved_config(tiny_config(), saved)
 
 
+def test_config_from_saved_rebuilds_the_run_config():
+  config = tiny_config(**{"model.hidden": (32, 16)})
+  rebuilt = wd.config_from_saved(json.loads(config.to_json_best_effort()))
+  assert wd.changed_keys(config, rebuilt) == []
+  assert rebuilt.model.hidden == (32, 16) and isinstance(rebuilt.model.hidden, tuple)
+  assert rebuilt.data.data_dir is None and rebuilt.train.num_steps == config.train.num_steps
+
+
 # --------------------------------------------------------------------------- the real loop
 
 

@@ -390,5 +390,24 @@ def apply_saved_config(config: Any, saved: dict, except_keys: Any = ()) -> Any:
   return out
 
 
+def config_from_saved(saved: dict) -> Any:
+  """The saved config as an `ml_collections.ConfigDict`, for a reader run without `--config`.
+
+  config.json holds the fully resolved config, so nothing else is needed; JSON lists come
+  back as tuples (the configs' sequences are tuples). Apply command-line overrides to the
+  result; `apply_saved_config` is the variant for when a config file is given too.
+  """
+  import ml_collections
+
+  def convert(value):
+    if isinstance(value, dict):
+      return {k: convert(v) for k, v in value.items()}
+    if isinstance(value, list):
+      return _as_tuple(value)
+    return value
+
+  return ml_collections.ConfigDict(convert(saved))
+
+
 def _as_tuple(value: list) -> tuple:
   return tuple(_as_tuple(v) if isinstance(v, list) else v for v in value)
