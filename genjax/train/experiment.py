@@ -20,7 +20,7 @@ from genjax.models.base import Evaluation
 from genjax.schema import ConfigError, UsageError
 from genjax.train import config as run_config
 from genjax.train import sharding
-from genjax.train.checkpoint import Checkpointer
+from genjax.train.checkpoint import Checkpointer, CheckpointReader
 from genjax.train.state import TrainState, create_train_state
 from genjax.train.step import make_eval_step, make_train_step
 
@@ -100,18 +100,24 @@ class Experiment:
       **kwargs,
     )
 
+  def checkpoint_reader(self, workdir: str) -> CheckpointReader:
+    """Read-only access to the run's checkpoints (evaluate, sample, benchmarks): never writes."""
+    return Checkpointer.reader(
+      os.path.join(workdir, "checkpoints"),
+      best_metric=f"test/{self.family.best_metric}",
+      best_mode=self.family.best_mode,
+    )
+
   def restore(self, workdir: str, which: str | int | None = "latest") -> tuple[TrainState, int]:
     """The state of checkpoint `which` ('latest', 'best' or a step) in `workdir`, and its step.
 
-    Raises FileNotFoundError, saying what exists, when there is no such checkpoint.
+    Read-only; damaged checkpoints are skipped with a log line ('latest' and 'best' fall
+    back to the previous complete one). Raises FileNotFoundError (`NoCheckpointError`),
+    saying what exists, when there is no usable checkpoint.
     """
-    ckpt = self.checkpointer(workdir, async_save=False)
-    try:
-      step = ckpt.resolve(which)
-      state, _ = ckpt.restore(self.init_state(), step)
-    finally:
-      ckpt.close()
-    return state, step
+    with self.checkpoint_reader(workdir) as ckpt:
+      state, meta = ckpt.load(self.init_state(), which)
+    return state, int(meta["step"])
 
   def batch_iterator(self, position: int = 0) -> data_lib.BatchIterator:
     return data_lib.BatchIterator(

@@ -13,6 +13,7 @@ import numpy as np
 
 from genjax.eval import render
 from genjax.train import sharding
+from genjax.train.checkpoint import NoCheckpointError
 from genjax.train.experiment import Experiment
 from genjax.train.metric_writer import MetricWriter
 
@@ -41,11 +42,13 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
   ckpt = exp.checkpointer(workdir)
   state = exp.init_state()
   position = 0
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, meta = ckpt.restore(state, latest)
-    position = meta["data_position"]
-    log.info("resuming from step %d (data position %d) in %s", latest, position, ckpt.directory)
+  if ckpt.all_steps():
+    try:  # the latest complete checkpoint, past damaged ones (moved aside with a log line)
+      state, meta = ckpt.load(state, "latest")
+      position = meta["data_position"]
+      log.info("resuming from step %d (data position %d) in %s", meta["step"], position, ckpt.directory)
+    except NoCheckpointError:
+      log.warning("no usable checkpoint left in %s; starting from step 0", ckpt.directory)
   start = int(jax.device_get(state.step))
   if start >= tc.num_steps:
     log.info("step %d already reached (train.num_steps=%d): nothing to do", start, tc.num_steps)
