@@ -68,3 +68,55 @@ def metrics_before_and_after_training(config) -> tuple[dict, dict]:
   for _ in range(config.train.num_steps):
     state, _ = step(state, exp.shard(next(batches)))
   return before, exp.evaluate(state.params, state.model_state)
+
+
+_CLI_DRIVER = """
+import contextlib, io, json, logging, sys
+sys.path.insert(0, {repo!r})
+import importlib
+from absl import flags
+module = importlib.import_module({module!r})
+results = []
+for argv in json.loads({cases!r}):
+  for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # overrides defined by the last parse
+    delattr(flags.FLAGS, name)
+  flags.FLAGS.unparse_flags()
+  logging.root.handlers = []  # each case logs to its own stderr, as a fresh process would
+  out, err = io.StringIO(), io.StringIO()
+  sys.argv = [{module!r}] + argv
+  code = 0
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    try:
+      module.entry()
+    except SystemExit as e:
+      code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+  results.append([code, out.getvalue(), err.getvalue()])
+print("CASES " + json.dumps(results))
+"""
+
+
+def run_cli_cases(module: str, cases: list[list[str]], timeout: int = 300) -> list[subprocess.CompletedProcess]:
+  """Runs the command-line entry point of `module` (e.g. 'genjax.cli.train') once per argv in `cases`,
+  all in ONE fresh process (the flags are re-parsed for each case), so many cheap error cases cost one
+  start-up. Returns a CompletedProcess (returncode, stdout, stderr) per case."""
+  import json
+
+  code = _CLI_DRIVER.format(repo=REPO, module=module, cases=json.dumps(cases))
+  p = run_python(code, timeout=timeout)
+  lines = [line for line in p.stdout.splitlines() if line.startswith("CASES ")]
+  assert p.returncode == 0 and lines, p.stderr[-3000:]
+  return [
+    subprocess.CompletedProcess(argv, c, out, err)
+    for argv, (c, out, err) in zip(cases, json.loads(lines[-1][6:]), strict=True)
+  ]
+
+
+def run_python(code: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+  """Runs `python -c code` from the repo root on one CPU device."""
+  full_env = dict(os.environ)
+  full_env.pop("XLA_FLAGS", None)
+  full_env.update({"JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
+  full_env.update(env or {})
+  return subprocess.run(
+    [sys.executable, "-c", code], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+  )

@@ -119,10 +119,22 @@ def _help(main_module: str) -> None:
   print("  --helpfull: every flag, including JAX's and absl's")
 
 
-def _parse(argv: list[str], main_module: str) -> list[str]:
+def _workdir_arg(argv: list[str]) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--workdir="):
+      return a[len("--workdir=") :]
+    if a == "--workdir" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _parse(argv: list[str], main_module: str, reader: bool) -> list[str]:
   if any(a in ("--help", "-h", "-?") for a in argv[1:]):
     _help(main_module)
     sys.exit(0)
+  workdir = _workdir_arg(argv)
+  if reader and _config_arg(argv) is None and workdir:  # the run's own config.json
+    argv = list(argv) + [f"--config={os.path.join(CONFIG_DIR, '_saved.py')}:{workdir}"]
   out = []
   for a in argv:
     if a.startswith("--config="):
@@ -151,9 +163,15 @@ def _parse(argv: list[str], main_module: str) -> list[str]:
     fail(f"--config={given}: {type(e).__name__}: {e}")
 
 
-def run(main, main_module: str) -> None:
+def run(main, main_module: str, reader: bool = False) -> None:
   """`app.run(main)` with usage errors in one line (exit 2), `--help` for the command's flags,
-  `--print_config`, and INFO logs on stderr."""
+  `--print_config`, and INFO logs on stderr.
+
+  A `reader` (evaluate, sample) without `--config` uses the config saved in `--workdir`.
+  With `GENJAX_*` multi-process variables set (`python -m genjax.launch`) or with
+  `--jax_distributed` (a cluster scheduler's variables), JAX's distributed runtime starts
+  first, and an error on one process stops every process quickly.
+  """
 
   def _main(argv):
     if CONFIG.value is None:
@@ -168,30 +186,68 @@ def run(main, main_module: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge", "orbax"):
       logging.getLogger(noisy).setLevel(logging.WARNING)
-    if DISTRIBUTED.value:
-      import jax
+    from genjax import distributed
 
-      jax.distributed.initialize()
+    try:
+      multi = distributed.initialize_from_env(cluster=DISTRIBUTED.value)
+    except ValueError as e:  # a bad GENJAX_* variable, or --jax_distributed outside a cluster
+      fail(str(e))
     from genjax.data.errors import DataConfigError
     from genjax.data.tfds_input import DatasetUnavailableError
     from genjax.schema import UsageError
+    from genjax.train.checkpoint import CheckpointError, CheckpointMismatchError
+    from genjax.train.workdir import ConfigFileError
 
-    try:
-      return main(argv)
-    except (UsageError, DataConfigError) as e:
-      fail(str(e))
-    except DatasetUnavailableError as e:  # says how to get the data; a traceback adds nothing
-      fail(str(e), status=1)
+    with distributed.exit_fast_on_error() if multi else _nothing():
+      try:
+        return main(argv)
+      except (UsageError, DataConfigError, CheckpointMismatchError, ConfigFileError) as e:
+        fail(str(e))
+      except (DatasetUnavailableError, CheckpointError) as e:  # says what to do; a traceback adds nothing
+        fail(str(e), status=1)
 
-  app.run(_main, flags_parser=lambda argv: _parse(argv, main_module))
+  app.run(_main, flags_parser=lambda argv: _parse(argv, main_module, reader))
+
+
+class _nothing:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+
+def reader_config(workdir: str):
+  """The config a reader (evaluate, sample) uses: the run's saved config with the command line's
+  overrides on top (`--config` given too: its file supplies only what the saved run lacks)."""
+  from genjax.train import workdir as workdir_lib
+
+  config = CONFIG.value
+  if _config_arg(sys.argv) is None:
+    return config  # already the saved config (see _parse), with the overrides applied
+  saved = workdir_lib.load_saved_config(workdir)
+  if saved is None:
+    return config
+  overrides = config_flags.get_override_values(flags.FLAGS["config"])
+  try:
+    return workdir_lib.apply_saved_config(config, saved, except_keys=overrides.keys())
+  except ValueError as e:
+    fail(f"--config does not fit the run saved in {workdir}: {e}")
 
 
 def restore_or_exit(exp, workdir: str, which: str):
-  """`exp.restore(workdir, which)`, or a one-line error and exit status 1 if there is no such checkpoint."""
+  """`exp.restore(workdir, which)` (read-only, past damaged checkpoints), or a one-line error: status 1
+  when there is no usable checkpoint, 2 for a bad `--checkpoint` or a checkpoint of another config."""
+  from genjax.train.checkpoint import CheckpointError, CheckpointMismatchError
+
   try:
     return exp.restore(workdir, which)
-  except FileNotFoundError as e:
+  except CheckpointMismatchError as e:
+    fail(str(e))
+  except CheckpointError as e:
     fail(str(e), status=1)
+  except ValueError as e:  # --checkpoint is not 'latest', 'best' or a step number
+    fail(f"--checkpoint: {e}")
 
 
 def require_workdir() -> str:

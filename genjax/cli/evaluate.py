@@ -1,6 +1,10 @@
 """Evaluate a checkpoint; the last line printed is one JSON object.
 
-  python -m experiments.evaluate --config=configs/vae.py --workdir=runs/vae [--checkpoint=best] [--sample_stats=N]
+  python -m experiments.evaluate --workdir=runs/vae [--checkpoint=best] [--sample_stats=N] [--config.KEY=VALUE]
+
+It reads the run's saved config (`WORKDIR/config.json`); `--config=FILE` is optional (the
+saved values win over the file's, explicit `--config.KEY=VALUE` overrides win over both).
+It only reads the workdir's checkpoints: it can run while the trainer is writing them.
 
 The JSON is also written to WORKDIR/eval/step_<N>_<split>.json. It holds the means over
 the split of the family's per-example metrics, computed as the family's
@@ -27,23 +31,23 @@ CHECKPOINT = flags.DEFINE_string("checkpoint", "latest", "'latest', 'best', or a
 SPLIT = flags.DEFINE_string("split", "test", "Data split to evaluate ('train' or 'test').")
 SAMPLES = flags.DEFINE_integer(
   "sample_stats",
-  -1,
+  None,
   "Samples for whole-sample statistics (images: the Frechet distance to the test split; vectors: energy "
-  "distance and mode statistics); -1 = the config's eval.frechet_samples / eval.toy_samples, 0 = off.",
+  "distance and mode statistics); 0 = off; default: the config's eval.frechet_samples / eval.toy_samples.",
 )
 
 
 def main(argv):
   del argv
   workdir = common.require_workdir()
-  if SAMPLES.value < -1:
-    common.fail(f"--sample_stats={SAMPLES.value} is not valid: expected N >= 0 samples (or -1 for the config's)")
+  if SAMPLES.value is not None and SAMPLES.value < 0:
+    common.fail(f"--sample_stats={SAMPLES.value} is not valid: expected a number of samples >= 0 (0 = off)")
   import jax
 
   from genjax.eval.sample_metrics import SampleStatistics, feature_network, sample_statistics
   from genjax.train.experiment import Experiment
 
-  config = common.CONFIG.value
+  config = common.reader_config(workdir)
   exp = Experiment(config)
   if SPLIT.value not in exp.splits:
     common.fail(f"--split={SPLIT.value} is not valid: expected one of {', '.join(sorted(exp.splits))}")
@@ -65,7 +69,7 @@ def main(argv):
   }
   result.update(family.reference_metrics(exp.splits["train"], exp.splits[SPLIT.value]))
   default_num = exp.run.eval.frechet_samples if family.images else exp.run.eval.toy_samples
-  num = SAMPLES.value if SAMPLES.value >= 0 else default_num
+  num = default_num if SAMPLES.value is None else SAMPLES.value
   if num > 0:
     features, info = (None, {})
     if family.images:
@@ -85,7 +89,7 @@ def main(argv):
 
 def entry() -> None:
   """The `genjax-evaluate` console script."""
-  common.run(main, __name__)
+  common.run(main, __name__, reader=True)
 
 
 if __name__ == "__main__":

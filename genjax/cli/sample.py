@@ -1,6 +1,9 @@
 """Draw a figure of a trained model as a PNG (EMA parameters where the run keeps them).
 
-  python -m experiments.sample --config=configs/vae.py --workdir=runs/vae --num=64 [--kind=samples]
+  python -m experiments.sample --workdir=runs/vae --num=64 [--kind=samples] [--config.KEY=VALUE]
+
+Like `experiments.evaluate` it uses the run's saved config (`--config` optional) and only
+reads checkpoints, so it can run while the trainer is writing them.
 
 `--kind` is one of the figures the family declares (`Family.figures()`); every family
 draws `samples`. The autoencoders add `reconstructions`, `interpolation` (`--spherical`),
@@ -62,7 +65,7 @@ def main(argv):
   from genjax.schema import UsageError
   from genjax.train.experiment import Experiment
 
-  config = common.CONFIG.value
+  config = common.reader_config(workdir)
   _override_sampling(config)
   exp = Experiment(config)
   family = exp.family
@@ -96,7 +99,7 @@ def main(argv):
 
 def entry() -> None:
   """The `genjax-sample` console script."""
-  common.run(main, __name__)
+  common.run(main, __name__, reader=True)
 
 
 if __name__ == "__main__":

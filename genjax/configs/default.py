@@ -54,7 +54,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.sample_every = 1000
   c.train.checkpoint_every = 1000
   c.train.progress_bar = True
-  c.train.tensorboard = True
+  c.train.tensorboard = True  # scalars, sample grids and the config in WORKDIR/tensorboard
+  c.train.profile_steps = 0  # > 0: a jax.profiler trace of that many steps, in WORKDIR/profile
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.keep = 3  # the last N, plus the best by the family's metric

@@ -557,10 +557,14 @@ class Checkpointer(CheckpointReader):
     if bad:
       last = self.latest_step()
       shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
-      where = f"step {last} in {self.directory}" if last is not None else f"none yet in {self.directory}"
+      kept = (
+        f"the last good checkpoint, step {last}, is kept in {self.directory}"
+        if last is not None
+        else f"no checkpoint was saved before it in {self.directory}"
+      )
       raise NonFiniteStateError(
-        f"refusing to save step {step}: {len(bad)} leaves hold NaN or inf ({shown}); "
-        f"the last saved checkpoint is {where}",
+        f"refusing to save step {step}: {len(bad)} leaves hold NaN or inf ({shown}); {kept}. "
+        f"Lower optim.learning_rate or set optim.grad_clip.",
         step,
         bad,
         last,

@@ -31,12 +31,14 @@ class TrainConfig:
   checkpoint_every: int
   progress_bar: bool  # a progress bar when stderr is a terminal (log lines otherwise)
   tensorboard: bool
+  profile_steps: int  # > 0: a jax.profiler trace of that many steps after the first, in WORKDIR/profile
 
   def __post_init__(self):
     require(self.batch_size > 0, "batch_size", self.batch_size, "a positive integer")
     require(self.num_steps >= 0, "num_steps", self.num_steps, "an integer >= 0")
     require(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "a number in [0, 1)")
     require(self.log_every >= 1, "log_every", self.log_every, "an integer >= 1")
+    require(self.profile_steps >= 0, "profile_steps", self.profile_steps, "an integer >= 0 (0 = off)")
     intervals = {"eval_every": self.eval_every, "sample_every": self.sample_every}
     intervals["checkpoint_every"] = self.checkpoint_every
     for name, value in intervals.items():

@@ -195,14 +195,6 @@ class Experiment:
     totals = jax.device_get(totals)
     return {k: float(v) / len(source) for k, v in totals.items()}
 
-  def write_config(self, workdir: str) -> str:
-    path = os.path.join(workdir, "config.json")
-    if self.process_index == 0:
-      os.makedirs(workdir, exist_ok=True)
-      with open(path, "w") as f:
-        f.write(self.config.to_json_best_effort(indent=2, sort_keys=True))
-    return path
-
 
 def _labels(source: Any) -> np.ndarray | None:
   """The labels of every example of `source`, or None for unlabelled data."""

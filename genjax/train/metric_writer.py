@@ -1,19 +1,29 @@
-"""Metrics to TensorBoard event files and to a plain JSON-lines file."""
+"""Metrics, pictures and the config to TensorBoard event files, and metrics to a JSON-lines file.
+
+`MetricWriter(workdir)` writes (the chief process only):
+
+* scalars to `workdir/tensorboard/` (tags `train/<name>`, `test/<name>`) and to
+  `workdir/metrics.jsonl`, one `{"step": int, "split": str, <name>: float, ...}` per line;
+* pictures (`write_image`): the periodic sample grids, tag `samples`, in TensorBoard's
+  IMAGES tab;
+* the resolved config (`write_config`): every key and value as a table in the TEXT tab
+  and as hyperparameters in the HPARAMS tab.
+
+View a run with `tensorboard --logdir WORKDIR/tensorboard` (or `--logdir runs` for all).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 
 class MetricWriter:
-  """Writes scalars to `workdir/tensorboard/` (event files) and `workdir/metrics.jsonl`.
-
-  Each line of `metrics.jsonl` is `{"step": int, "split": str, <name>: float, ...}`.
-  """
+  """Writes scalars, images and the config of one run (see the module docstring)."""
 
   def __init__(self, workdir: str, enable_tensorboard: bool = True):
     os.makedirs(workdir, exist_ok=True)
@@ -31,6 +41,30 @@ class MetricWriter:
     if self._tb is not None:
       for k, v in values.items():
         self._tb.add_scalar(f"{split}/{k}", v, int(step))
+
+  def write_image(self, step: int, tag: str, image: np.ndarray) -> None:
+    """A `uint8[H, W, C]` picture (C = 1 or 3) at `step`."""
+    if self._tb is not None:
+      image = np.asarray(image)
+      if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+      self._tb.add_image(tag, image, int(step), dataformats="HWC")
+
+  def write_config(self, flat: Mapping[str, Any]) -> None:
+    """The resolved config, `{dotted key: value}`, as a text table and as hyperparameters."""
+    if self._tb is None:
+      return
+    rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in sorted(flat.items()))
+    self._tb.add_text("config", "| key | value |\n|---|---|\n" + rows, 0)
+    from tensorboardX.summary import hparams
+
+    values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flat.items()}
+    for summary in hparams(values, {}):  # the HPARAMS plugin's three summaries, in this run's own file
+      self._tb.file_writer.add_summary(summary)
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
 
   def close(self) -> None:
     if self._tb is not None:

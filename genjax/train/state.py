@@ -72,3 +72,27 @@ def ema_update(ema: Any, params: Any, decay: jax.Array | float) -> Any:
 
 def param_count(params: Any) -> int:
   return sum(int(x.size) for x in jax.tree.leaves(params))
+
+
+def param_overview(params: Any, max_rows: int = 40) -> str:
+  """A table of the parameters: each array's path, shape and size, and the total.
+
+  With more than `max_rows` arrays, the rows are summed per top-level module instead.
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  rows = [
+    ("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path), x.shape, int(x.size))
+    for path, x in leaves
+  ]
+  total = sum(r[2] for r in rows)
+  if len(rows) > max_rows:
+    groups: dict[str, list[int]] = {}
+    for name, _, size in rows:
+      top = name.split("/")[0]
+      groups.setdefault(top, [0, 0])
+      groups[top][0] += 1
+      groups[top][1] += size
+    lines = [f"  {name:<48} {count:>4} arrays {size:>12,}" for name, (count, size) in groups.items()]
+  else:
+    lines = [f"  {name:<48} {str(tuple(shape)):>20} {size:>12,}" for name, shape, size in rows]
+  return "\n".join(lines + [f"  {'total':<48} {len(rows):>4} arrays {total:>12,}"])

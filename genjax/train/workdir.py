@@ -250,8 +250,8 @@ def _fsync_dir(path: str) -> None:
 #: - `num_devices`: data parallelism; the step's key and batch do not depend on it, so a
 #:   run continues to float tolerance (not bit for bit) on another device count.
 #: - `data.data_dir`, `data.download`: where the same dataset is found.
-#: - `model.sampler`, `model.ddim_steps`, `model.ddim_eta`, `model.grid_sampler`,
-#:   `model.plot_*`, `model.sample_temperature`: how samples are drawn and plotted.
+#: - `sampling.*`: how samples are drawn (temperature, sampler, steps, guidance); training
+#:   never reads them.
 #:
 #: Everything else must match, in particular `seed`, every other `model.*` and `data.*`
 #: key, every other `optim.*` key (the update rule and the optimizer state's layout),
@@ -271,12 +271,8 @@ RESUME_MAY_CHANGE: tuple[str, ...] = (
   "num_devices",
   "data.data_dir",
   "data.download",
-  "model.sampler",
-  "model.ddim_steps",
-  "model.ddim_eta",
-  "model.grid_sampler",
-  "model.plot_*",
-  "model.sample_temperature",
+  "sampling.*",
+  "train.profile_steps",
 )
 #: Exceptions to `RESUME_MAY_CHANGE` (checked first).
 RESUME_MUST_MATCH: tuple[str, ...] = ("eval.use_ema",)
