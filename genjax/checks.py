@@ -34,6 +34,17 @@ def check_min_rank(name: str, x: Any, rank: int, what: str = "") -> None:
     raise ValueError(f"{name} must have at least {rank} dimension(s){extra}, got shape {tuple(np.shape(x))}")
 
 
+def check_event_ndims(name: str, x: Any, event_ndims: Any) -> int:
+  """Returns `event_ndims` (trailing axes of `x` that form one event) after checking it is
+  an int in [0, rank of `x`]; raises ValueError naming `x` otherwise."""
+  rank = np.ndim(x)
+  if isinstance(event_ndims, bool) or not isinstance(event_ndims, (int, np.integer)):
+    raise ValueError(f"event_ndims must be an int (trailing axes of {name} to sum), got {event_ndims!r}")
+  if not 0 <= event_ndims <= rank:
+    raise ValueError(f"event_ndims={event_ndims} must lie in [0, {rank}], the rank of {name} {tuple(np.shape(x))}")
+  return int(event_ndims)
+
+
 def check_range(name: str, x: Any, low: float, high: float) -> None:
   """Raises ValueError if concrete `x` has values outside [low, high] (skipped under tracing)."""
   if not is_concrete(x):

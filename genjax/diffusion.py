@@ -5,6 +5,13 @@ through `preprocess.to_symmetric`); time indices `t` are 0-based, `t = 0..T-1`, 
 index `t` is the paper's step `t + 1`: `x_t` below means the paper's `x_{t+1}` and
 `q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)` with `abar_t = prod_{s<=t} alpha_s`.
 
+Axes: the per-step functions take `t` as a scalar (one example, or one index shared by
+the batch) or as `int[*batch]` indexing the leading axes of `x` (`int[B]` for `x [B, ...]`),
+so they are safe to `jax.vmap` over examples. Functions that reduce over an example take
+a required keyword-only `event_ndims` (the trailing axes that form one example, as in
+`genjax.losses`), or, for the bounds and samplers, which call the network, use its
+batch-first contract: `x_0 [B, ...]`, `t int32[B]`.
+
 The network is any `eps_fn(x_t [B, ...], t int32[B]) -> eps [B, ...]`. Reverse
 process: `p(x_{t-1} | x_t) = N(mu(x_t, t), sigma_t^2)`, `mu` from the epsilon
 prediction through the posterior `q(x_{t-1} | x_t, x_0 = x0_hat)`, `sigma_t^2` fixed:
@@ -22,6 +29,7 @@ dequantization correction.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -30,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from genjax import interpolation, losses
+from genjax import checks, interpolation, losses
 
 EpsFn = Callable[[jax.Array, jax.Array], jax.Array]
 VARIANCES = ("fixed_small", "fixed_large")
@@ -133,8 +141,14 @@ def get_schedule(name: str, num_timesteps: int, beta_start: float = 1e-4, beta_e
 
 
 def _at(values: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
-  """`values[t]` for `t` `int[B]`, shaped `[B, 1, ...]` to broadcast against `x` `[B, ...]`."""
-  return values[t].reshape((-1,) + (1,) * (x.ndim - 1))
+  """`values[t]` for `t` `int[*batch]` indexing the leading axes of `x` `[*batch, ...]` (or a
+  scalar `t`), shaped `[*batch, 1, ...]` to broadcast against `x`."""
+  t = jnp.asarray(t)
+  if t.ndim > x.ndim or tuple(x.shape[: t.ndim]) != tuple(t.shape):
+    raise ValueError(
+      f"timesteps t {tuple(t.shape)} must be a scalar or index the leading axes of x {tuple(x.shape)}"
+    )
+  return values[t].reshape(t.shape + (1,) * (x.ndim - t.ndim))
 
 
 # --------------------------------------------------------------------------- forward process
@@ -197,12 +211,14 @@ def p_mean_variance(
   t: jax.Array,
   eps: jax.Array,
   variance: str = "fixed_small",
-  clip_denoised: bool = False,
+  *,
+  clip_denoised: bool,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Mean `[B, ...]`, log-variance `[B, 1, ...]` and `x0_hat` `[B, ...]` of `p(x_{t-1} | x_t)`.
 
   The mean is the posterior mean at `x0_hat` from the epsilon prediction `eps`;
-  `clip_denoised` clips `x0_hat` to [-1, 1] first (as Ho et al. do when sampling).
+  `clip_denoised` (required: images in [-1, 1] want True, unbounded data False) clips
+  `x0_hat` to [-1, 1] first, as Ho et al. do.
   """
   x0_hat = predict_x0_from_eps(s, xt, t, eps)
   if clip_denoised:
@@ -214,26 +230,33 @@ def p_mean_variance(
 # --------------------------------------------------------------------------- losses and the bound
 
 
-def simple_loss(noise: jax.Array, eps: jax.Array) -> jax.Array:
-  """`L_simple` per example, `[B]`: the mean over dimensions of `(noise - eps)^2`."""
-  return jnp.mean(jnp.square(noise - eps).reshape(noise.shape[0], -1), axis=-1)
+def simple_loss(noise: jax.Array, eps: jax.Array, *, event_ndims: int) -> jax.Array:
+  """`L_simple` per example: the mean of `(noise - eps)^2` over the last `event_ndims` axes.
 
-
-def prior_kl(s: Schedule, x0: jax.Array) -> jax.Array:
-  """`L_T = KL(q(x_T | x_0) || N(0, I))` in nats, `[B]`."""
-  t = jnp.full((x0.shape[0],), s.num_timesteps - 1, jnp.int32)
-  mean, _, logvar = q_mean_variance(s, x0, t)
-  return jnp.sum(losses.normal_kl(mean, logvar, 0.0, 0.0).reshape(x0.shape[0], -1), axis=-1)
-
-
-def discretized_decoder_nll(x0: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-  """`-log p(x_0 | x_1)` in nats, `[B]`: a Gaussian on [-1, 1] integrated over the 256 bins.
-
-  `x0` holds 8-bit values scaled to [-1, 1]; rescaled to the [0, 1] bin centres of
-  `losses.discretized_gaussian_log_likelihood` (mean halved, variance quartered).
+  `noise`, `eps`: `[..., *event]`; returns `noise.shape[:noise.ndim - event_ndims]`.
   """
-  logvar = jnp.broadcast_to(logvar, x0.shape) - 2.0 * math.log(2.0)
-  return -losses.discretized_gaussian_log_likelihood((x0 + 1.0) / 2.0, (mean + 1.0) / 2.0, logvar)
+  sq = losses.squared_error(noise, eps, event_ndims=event_ndims)
+  return sq / math.prod(noise.shape[noise.ndim - event_ndims :])
+
+
+def prior_kl(s: Schedule, x0: jax.Array, *, event_ndims: int) -> jax.Array:
+  """`L_T = KL(q(x_T | x_0) || N(0, I))` in nats, summed over the last `event_ndims` axes of `x0`."""
+  mean, _, logvar = q_mean_variance(s, x0, jnp.asarray(s.num_timesteps - 1, jnp.int32))
+  return losses.gaussian_kl(mean, logvar, event_ndims=event_ndims)
+
+
+def discretized_decoder_nll(x0: jax.Array, mean: jax.Array, logvar: jax.Array, *, event_ndims: int) -> jax.Array:
+  """`-log p(x_0 | x_1)` in nats: a Gaussian on [-1, 1] integrated over the 256 bins.
+
+  `x0` `[..., *event]` holds 8-bit values scaled to [-1, 1], `mean` the same shape and
+  `logvar` broadcastable to it; rescaled to the [0, 1] bin centres of
+  `losses.discretized_gaussian_log_prob` (mean halved, variance quartered). Returns
+  `x0.shape[:x0.ndim - event_ndims]`.
+  """
+  logvar = logvar - 2.0 * math.log(2.0)
+  return -losses.discretized_gaussian_log_prob(
+    (x0 + 1.0) / 2.0, (mean + 1.0) / 2.0, logvar, event_ndims=event_ndims
+  )
 
 
 def vlb_term(
@@ -243,20 +266,29 @@ def vlb_term(
   t: jax.Array,
   eps: jax.Array,
   variance: str = "fixed_small",
-  clip_denoised: bool = False,
+  *,
+  clip_denoised: bool,
+  event_ndims: int,
   decoder_nll: Callable | None = None,
 ) -> jax.Array:
-  """The bound's term at index `t` in nats, `[B]`: `L_0` (decoder NLL) where `t == 0`, else `L_{t-1}`.
+  """The bound's term at index `t` in nats: `L_0` (decoder NLL) where `t == 0`, else `L_{t-1}`.
 
-  `L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))` summed over dimensions.
-  `decoder_nll(x0, mean, logvar) -> [B]` defaults to the discretized Gaussian of 8-bit
-  data (`discretized_decoder_nll`); continuous data pass a Gaussian density instead.
+  `x0`, `xt`, `eps`: `[*batch, *event]` with `event_ndims` event axes; `t`: `int[*batch]`
+  (a scalar for one example). Returns `[*batch]`.
+  `L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t))` summed over the event.
+  `decoder_nll(x0, mean, logvar) -> [*batch]` defaults to the discretized Gaussian of
+  8-bit data (`discretized_decoder_nll`); continuous data pass a Gaussian density instead.
   """
-  decoder_nll = decoder_nll or discretized_decoder_nll
+  batch = tuple(x0.shape[: x0.ndim - checks.check_event_ndims("x0", x0, event_ndims)])
+  if tuple(jnp.shape(t)) != batch:
+    raise ValueError(
+      f"timesteps t {tuple(jnp.shape(t))} must have the batch shape {batch} of x0 {tuple(x0.shape)}"
+    )
+  if decoder_nll is None:
+    decoder_nll = functools.partial(discretized_decoder_nll, event_ndims=event_ndims)
   true_mean, _, true_logvar = q_posterior_mean_variance(s, x0, xt, t)
-  mean, logvar, _ = p_mean_variance(s, xt, t, eps, variance, clip_denoised)
-  kl = losses.normal_kl(true_mean, true_logvar, mean, logvar)
-  kl = jnp.sum(kl.reshape(x0.shape[0], -1), axis=-1)
+  mean, logvar, _ = p_mean_variance(s, xt, t, eps, variance, clip_denoised=clip_denoised)
+  kl = losses.gaussian_kl(true_mean, true_logvar, mean2=mean, logvar2=logvar, event_ndims=event_ndims)
   return jnp.where(t == 0, decoder_nll(x0, mean, logvar), kl)
 
 
@@ -266,15 +298,22 @@ def single_t_bound(
   key: jax.Array,
   x0: jax.Array,
   variance: str = "fixed_small",
-  clip_denoised: bool = False,
+  *,
+  clip_denoised: bool,
   decoder_nll: Callable | None = None,
 ) -> jax.Array:
-  """An unbiased one-network-call estimate of the bound, `[B]` nats: `L_T + T * L_t`, `t ~ U{0..T-1}`."""
+  """An unbiased one-network-call estimate of the bound, `[B]` nats: `L_T + T * L_t`, `t ~ U{0..T-1}`.
+
+  `x0 [B, ...]`: the batch axis first (the network's contract), every other axis summed.
+  """
   k_t, k_x = jax.random.split(key)
   t = jax.random.randint(k_t, (x0.shape[0],), 0, s.num_timesteps)
   xt, _ = q_sample(s, k_x, x0, t)
-  term = vlb_term(s, x0, xt, t, eps_fn(xt, t), variance, clip_denoised, decoder_nll)
-  return prior_kl(s, x0) + s.num_timesteps * term
+  e = x0.ndim - 1
+  term = vlb_term(
+    s, x0, xt, t, eps_fn(xt, t), variance, clip_denoised=clip_denoised, event_ndims=e, decoder_nll=decoder_nll
+  )
+  return prior_kl(s, x0, event_ndims=e) + s.num_timesteps * term
 
 
 def full_bound(
@@ -283,25 +322,30 @@ def full_bound(
   key: jax.Array,
   x0: jax.Array,
   variance: str = "fixed_small",
-  clip_denoised: bool = False,
+  *,
+  clip_denoised: bool,
   decoder_nll: Callable | None = None,
 ) -> dict[str, jax.Array]:
   """The bound with every term, `T` network calls per example (one `lax.scan`).
 
+  `x0 [B, ...]`: the batch axis first (the network's contract), every other axis summed.
   Returns nats per example, `[B]` each: `prior` (L_T), `decoder` (L_0), `kl` (the sum of
   L_1..L_{T-1}), `total`; and `terms` `[B, T]` (index t holds L_t, L_0 at t = 0). Each
   term draws its own `x_t ~ q(x_t | x_0)` with key `fold_in(key, t)`.
   """
-  b = x0.shape[0]
+  b, e = x0.shape[0], x0.ndim - 1
 
   def body(_, t):
     tt = jnp.full((b,), t, jnp.int32)
     xt, _ = q_sample(s, jax.random.fold_in(key, t), x0, tt)
-    return None, vlb_term(s, x0, xt, tt, eps_fn(xt, tt), variance, clip_denoised, decoder_nll)
+    eps = eps_fn(xt, tt)
+    return None, vlb_term(
+      s, x0, xt, tt, eps, variance, clip_denoised=clip_denoised, event_ndims=e, decoder_nll=decoder_nll
+    )
 
   _, terms = jax.lax.scan(body, None, jnp.arange(s.num_timesteps))
   terms = terms.T  # [B, T]
-  prior = prior_kl(s, x0)
+  prior = prior_kl(s, x0, event_ndims=e)
   decoder, kl = terms[:, 0], jnp.sum(terms[:, 1:], axis=1)
   return {"prior": prior, "decoder": decoder, "kl": kl, "total": prior + decoder + kl, "terms": terms}
 
@@ -316,11 +360,12 @@ def ancestral_step(
   x: jax.Array,
   t: jax.Array,
   variance: str = "fixed_small",
-  clip_denoised: bool = True,
+  *,
+  clip_denoised: bool,
 ) -> jax.Array:
-  """One reverse step `x_t -> x_{t-1}` at the scalar index `t` (no noise added at t = 0)."""
+  """One reverse step `x_t -> x_{t-1}` of the batch `x [B, ...]` at the scalar index `t` (no noise at t = 0)."""
   tt = jnp.full((x.shape[0],), t, jnp.int32)
-  mean, logvar, _ = p_mean_variance(s, x, tt, eps_fn(x, tt), variance, clip_denoised)
+  mean, logvar, _ = p_mean_variance(s, x, tt, eps_fn(x, tt), variance, clip_denoised=clip_denoised)
   noise = jax.random.normal(key, x.shape, x.dtype)
   return mean + jnp.where(t > 0, jnp.exp(0.5 * logvar), 0.0) * noise
 
@@ -331,7 +376,8 @@ def ancestral_sample(
   key: jax.Array,
   shape: tuple[int, ...],
   variance: str = "fixed_small",
-  clip_denoised: bool = True,
+  *,
+  clip_denoised: bool,
   trajectory_every: int = 0,
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
   """Samples `x_0` `float32[shape]` by running all T reverse steps in one compiled loop.
@@ -345,7 +391,7 @@ def ancestral_sample(
 
   def step(i, x):
     t = num - 1 - i
-    return ancestral_step(s, eps_fn, jax.random.fold_in(key, t), x, t, variance, clip_denoised)
+    return ancestral_step(s, eps_fn, jax.random.fold_in(key, t), x, t, variance, clip_denoised=clip_denoised)
 
   if not trajectory_every:
     return jax.lax.fori_loop(0, num, step, x)
@@ -375,7 +421,8 @@ def ddim_sample(
   shape: tuple[int, ...],
   num_steps: int = 50,
   eta: float = 0.0,
-  clip_denoised: bool = True,
+  *,
+  clip_denoised: bool,
 ) -> jax.Array:
   """DDIM (Song et al. 2021) over `num_steps` of the T indices, one compiled `lax.scan`.
 
@@ -425,7 +472,8 @@ def interpolate(
   t: int,
   lambdas: jax.Array,
   variance: str = "fixed_small",
-  clip_denoised: bool = True,
+  *,
+  clip_denoised: bool,
 ) -> jax.Array:
   """Interpolation through `x_t` (Ho et al. 2020, Sec. 4.3): `[L, ...]` decoded images.
 
@@ -445,6 +493,6 @@ def interpolate(
 
   def step(i, x):
     tau = t - i
-    return ancestral_step(s, eps_fn, jax.random.fold_in(k_rev, tau), x, tau, variance, clip_denoised)
+    return ancestral_step(s, eps_fn, jax.random.fold_in(k_rev, tau), x, tau, variance, clip_denoised=clip_denoised)
 
   return jax.lax.fori_loop(0, t + 1, step, x)

@@ -463,7 +463,7 @@ def log_likelihood(
     return div_fn(x, jnp.full((b,), t, jnp.float32))
 
   x0, delta = _solve(f, (x1, jnp.zeros((b,), jnp.float32)), 1.0, 0.0, num_steps, solver)
-  prior = losses.standard_normal_log_prob(x0)
+  prior = losses.standard_normal_log_prob(x0, event_ndims=x0.ndim - 1)
   return Likelihood(prior + delta, prior, delta, x0)
 
 
@@ -540,4 +540,4 @@ def gaussian_log_prob(path: ProbabilityPath, mean: jax.Array, cov: jax.Array, x:
   """`log p_t(x)` `[B]` in nats of the marginal `gaussian_marginal(path, mean, cov, t)` at `x` `[B, D]`."""
   _check_t(t)
   _, y, _, var = _gaussian_parts(path, jnp.asarray(mean, jnp.float32), cov, x, t)
-  return jnp.sum(losses.gaussian_log_prob(y, 0.0, jnp.log(var)), axis=-1)
+  return losses.gaussian_log_prob(y, 0.0, jnp.log(var), event_ndims=1)

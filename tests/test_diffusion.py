@@ -142,13 +142,13 @@ def test_bound_terms_for_a_point_mass_match_independent_computation():
   lo = np.where(values == 0, -np.inf, (x0_np - 1 / 255 - x0_np) / std)
   hi = np.where(values == 255, np.inf, (x0_np + 1 / 255 - x0_np) / std)
   decoder = -np.sum(np.log(norm.cdf(hi) - norm.cdf(lo)))
-  small = diffusion.full_bound(s, eps_fn, jax.random.key(0), x0, "fixed_small")
+  small = diffusion.full_bound(s, eps_fn, jax.random.key(0), x0, "fixed_small", clip_denoised=False)
   np.testing.assert_allclose(float(small["prior"][0]), prior, atol=1e-6)  # ~5e-6 nats: float32 cancellation
   np.testing.assert_allclose(float(small["decoder"][0]), decoder, rtol=1e-4)
   np.testing.assert_allclose(np.asarray(small["terms"])[0, 1:], 0.0, atol=2e-4)
   np.testing.assert_allclose(float(small["total"][0]), prior + decoder + float(small["kl"][0]), rtol=1e-5)
   # Fixed large: the means still match, so L_{t-1} = 4 * KL(N(0, beta~_t) || N(0, beta_t)).
-  large = diffusion.full_bound(s, eps_fn, jax.random.key(0), x0, "fixed_large")
+  large = diffusion.full_bound(s, eps_fn, jax.random.key(0), x0, "fixed_large", clip_denoised=False)
   q, p = c["posterior_variance"][1:], c["betas"][1:]
   kl = 4 * 0.5 * (np.log(p / q) + q / p - 1)
   np.testing.assert_allclose(np.asarray(large["terms"])[0, 1:], kl, rtol=1e-3, atol=1e-5)
@@ -166,7 +166,9 @@ def test_kl_term_matches_numpy_for_an_arbitrary_epsilon():
   t = np.array([3, 17, 29])
   f32 = lambda a: jnp.asarray(a, jnp.float32)
   for variance in ("fixed_small", "fixed_large"):
-    got = diffusion.vlb_term(s, f32(x0), f32(xt), jnp.asarray(t), f32(eps), variance)
+    got = diffusion.vlb_term(
+      s, f32(x0), f32(xt), jnp.asarray(t), f32(eps), variance, clip_denoised=False, event_ndims=3
+    )
     for i, ti in enumerate(t):
       ab, ab_prev = c["alphas_cumprod"][ti], c["alphas_cumprod_prev"][ti]
       x0_hat = (xt[i] - np.sqrt(1 - ab) * eps[i]) / np.sqrt(ab)
@@ -183,9 +185,9 @@ def test_single_t_estimate_is_unbiased():
   s = diffusion.get_schedule("linear", 40)
   x0 = jnp.asarray([[-1.0, 0.2, 1.0]])
   eps_fn = _point_mass_eps(s, x0)
-  full = diffusion.full_bound(s, eps_fn, jax.random.key(0), x0, "fixed_large")
+  full = diffusion.full_bound(s, eps_fn, jax.random.key(0), x0, "fixed_large", clip_denoised=False)
   keys = jax.random.split(jax.random.key(1), 20000)
-  est = jax.vmap(lambda k: diffusion.single_t_bound(s, eps_fn, k, x0, "fixed_large")[0])(keys)
+  est = jax.vmap(lambda k: diffusion.single_t_bound(s, eps_fn, k, x0, "fixed_large", clip_denoised=False)[0])(keys)
   est = np.asarray(est)
   se = est.std() / math.sqrt(len(est))
   assert abs(est.mean() - float(full["total"][0])) < 4 * se, (est.mean(), float(full["total"][0]), se)
@@ -207,20 +209,22 @@ def _gaussian_eps(s, m, sd):
 def test_samplers_are_deterministic_per_key():
   s = diffusion.get_schedule("linear", 20)
   eps_fn = _gaussian_eps(s, 0.3, 0.2)
-  anc = jax.jit(lambda k: diffusion.ancestral_sample(s, eps_fn, k, (5, 2)))
-  ddim = jax.jit(lambda k: diffusion.ddim_sample(s, eps_fn, k, (5, 2), num_steps=7, eta=0.5))
+  anc = jax.jit(lambda k: diffusion.ancestral_sample(s, eps_fn, k, (5, 2), clip_denoised=True))
+  ddim = jax.jit(lambda k: diffusion.ddim_sample(s, eps_fn, k, (5, 2), num_steps=7, eta=0.5, clip_denoised=True))
   for sampler in (anc, ddim):
     a, b, c = sampler(jax.random.key(0)), sampler(jax.random.key(0)), sampler(jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(a), np.asarray(c))
-  final, traj = diffusion.ancestral_sample(s, eps_fn, jax.random.key(0), (5, 2), trajectory_every=5)
+  final, traj = diffusion.ancestral_sample(
+    s, eps_fn, jax.random.key(0), (5, 2), clip_denoised=True, trajectory_every=5
+  )
   assert traj.shape == (4, 5, 2)
   np.testing.assert_array_equal(np.asarray(traj[-1]), np.asarray(final))
   np.testing.assert_allclose(np.asarray(final), np.asarray(anc(jax.random.key(0))), atol=1e-6)
   with pytest.raises(ValueError, match="divisor"):
-    diffusion.ancestral_sample(s, eps_fn, jax.random.key(0), (5, 2), trajectory_every=3)
+    diffusion.ancestral_sample(s, eps_fn, jax.random.key(0), (5, 2), clip_denoised=True, trajectory_every=3)
   with pytest.raises(ValueError, match="num_steps"):
-    diffusion.ddim_sample(s, eps_fn, jax.random.key(0), (5, 2), num_steps=21)
+    diffusion.ddim_sample(s, eps_fn, jax.random.key(0), (5, 2), num_steps=21, clip_denoised=True)
 
 
 def _exact_reverse_std(s, m, sd):

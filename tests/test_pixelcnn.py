@@ -120,18 +120,18 @@ def test_binarized_bernoulli_variant():
   assert set(np.unique(s)) <= {0, 255}
 
 
-def test_categorical_log_likelihood_against_numpy_and_errors():
+def test_categorical_log_prob_against_numpy_and_errors():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(3, 2, 2, 1, 5)).astype(np.float32)
   targets = rng.integers(0, 5, size=(3, 2, 2, 1))
-  lp = np.asarray(losses.categorical_log_likelihood(jnp.asarray(targets), jnp.asarray(logits)))
+  lp = np.asarray(losses.categorical_log_prob(jnp.asarray(targets), jnp.asarray(logits), event_ndims=3))
   log_soft = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   expected = np.take_along_axis(log_soft, targets[..., None], -1)[..., 0].reshape(3, -1).sum(-1)
   np.testing.assert_allclose(lp, expected, rtol=1e-5)
   with pytest.raises(ValueError, match="must be targets"):
-    losses.categorical_log_likelihood(jnp.zeros((3, 2), jnp.int32), jnp.zeros((3, 5)))
+    losses.categorical_log_prob(jnp.zeros((3, 2), jnp.int32), jnp.zeros((3, 5)), event_ndims=1)
   with pytest.raises(ValueError, match=r"categorical targets must lie in \[0, 4\]"):
-    losses.categorical_log_likelihood(jnp.full((3,), 7), jnp.zeros((3, 5)))
+    losses.categorical_log_prob(jnp.full((3,), 7), jnp.zeros((3, 5)), event_ndims=0)
 
 
 def test_learns_on_digits():

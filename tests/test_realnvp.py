@@ -149,11 +149,13 @@ def test_multiscale_flow_inverts_with_exact_log_det(num_scales, shape):
 
 def test_logit_transform_inverts_with_exact_log_det():
   x = jax.random.uniform(jax.random.key(0), (3, 2, 2, 1))
-  y, log_det = losses.logit_transform(x, 0.05)
+  y, log_det = losses.logit_transform(x, 0.05, event_ndims=3)
   np.testing.assert_allclose(losses.logit_transform_inverse(y, 0.05), x, atol=1e-6)
-  np.testing.assert_allclose(log_det, _brute_log_det(lambda v: losses.logit_transform(v, 0.05)[0], x), rtol=1e-5)
+  np.testing.assert_allclose(
+    log_det, _brute_log_det(lambda v: losses.logit_transform(v, 0.05, event_ndims=3)[0], x), rtol=1e-5
+  )
   with pytest.raises(ValueError, match="alpha"):
-    losses.logit_transform(x, 0.5)
+    losses.logit_transform(x, 0.5, event_ndims=3)
 
 
 def test_bits_per_dim_on_hand_computed_cases():
@@ -163,9 +165,9 @@ def test_bits_per_dim_on_hand_computed_cases():
   # an identity flow, z = 0: -log p(x) = log(2 pi) - 2 log 3.6 = 1.837877 - 2.561868
   # = -0.723991 nats, and (-0.723991 + 2 log 256) / (2 log 2) = 10.366364 / 1.386294
   # = 7.477751 bits/dim.
-  y, log_det = losses.logit_transform(jnp.full((1, 2), 0.5), 0.05)
+  y, log_det = losses.logit_transform(jnp.full((1, 2), 0.5), 0.05, event_ndims=1)
   np.testing.assert_allclose(log_det, [2 * math.log(3.6)], rtol=1e-6)
-  nll = losses.flow_nll(y, log_det)
+  nll = losses.flow_nll(y, log_det, event_ndims=1)
   np.testing.assert_allclose(nll, [-0.723991], rtol=1e-5)
   np.testing.assert_allclose(losses.dequantized_bits_per_dim(nll, 2), [7.477751], rtol=1e-6)
 
@@ -189,9 +191,9 @@ def test_family_likelihood_is_the_change_of_variables(image_family):
   family, params, model_state, batch = image_family
   y = genjax.data.preprocess.dequantize_uniform(jax.random.key(2), batch["image"][:2])
   log_p, _ = family.log_prob(params, model_state, y)
-  full = lambda v: family.flow_forward(params, model_state, losses.logit_transform(v, 0.05)[0])[0]
+  full = lambda v: family.flow_forward(params, model_state, losses.logit_transform(v, 0.05, event_ndims=3)[0])[0]
   z = full(y)
-  expect = losses.standard_normal_log_prob(z) + _brute_log_det(full, y)
+  expect = losses.standard_normal_log_prob(z, event_ndims=1) + _brute_log_det(full, y)
   np.testing.assert_allclose(log_p, expect, rtol=1e-4, atol=1e-2)
   out = family.evaluate(params, model_state, batch, jax.random.key(2))
   np.testing.assert_allclose(out["bits_per_dim"][:2], (-log_p + 64 * math.log(256)) / (64 * LN2), rtol=1e-5)

@@ -241,12 +241,12 @@ class AutoencoderFamily(Family):
 
   def _log_likelihood(self, x, out) -> jax.Array:
     if self.cfg.likelihood == "bernoulli":
-      return losses.bernoulli_log_likelihood(x, out)
+      return losses.bernoulli_log_prob(x, out, event_ndims=len(self.image_shape))
     mean, logvar = self.gaussian_output(out)
     logvar = jnp.broadcast_to(logvar, mean.shape)
     if self.cfg.likelihood == "discretized_gaussian":
-      return losses.discretized_gaussian_log_likelihood(x, mean, logvar)
-    return losses.gaussian_log_likelihood(x, mean, logvar)
+      return losses.discretized_gaussian_log_prob(x, mean, logvar, event_ndims=len(self.image_shape))
+    return losses.gaussian_log_prob(x, mean, logvar, event_ndims=len(self.image_shape))
 
   def mean_image(self, out: jax.Array) -> jax.Array:
     """Decoder output -> expected image in [0, 1]."""
@@ -297,7 +297,7 @@ class AutoencoderFamily(Family):
     if self.variational:
       z = losses.reparameterize(k_z, mean, logvar)
       ll = self._log_likelihood(x, self.decode(params, z, cond))
-      kl = losses.gaussian_kl(mean, logvar)
+      kl = losses.gaussian_kl(mean, logvar, event_ndims=1)
       loss = -jnp.mean(losses.elbo(ll, kl, self.cfg.beta))
       elbo = ll - kl
       metrics = {
@@ -336,7 +336,7 @@ class AutoencoderFamily(Family):
       return out
     z = losses.reparameterize(k_z, mean, logvar)
     ll = self._log_likelihood(x, self.decode(params, z, cond))
-    kl = losses.gaussian_kl(mean, logvar)
+    kl = losses.gaussian_kl(mean, logvar, event_ndims=1)
     elbo = ll - kl
     out.update(elbo=elbo, kl=kl, recon_nll=-ll, bits_per_dim=self._bits(-elbo))
     if iwae_samples:
@@ -351,7 +351,7 @@ class AutoencoderFamily(Family):
       z = losses.reparameterize(k, mean, logvar)
       ll = self._log_likelihood(x, self.decode(params, z, cond))
       log_pz = losses.standard_normal_log_prob(z, event_ndims=1)
-      log_qz = losses.gaussian_log_likelihood(z, mean, logvar, event_ndims=1)
+      log_qz = losses.gaussian_log_prob(z, mean, logvar, event_ndims=1)
       return ll + log_pz - log_qz
 
     log_w = jax.lax.map(log_weight, jax.random.split(key, num_samples))  # [K, B]

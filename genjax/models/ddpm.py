@@ -179,7 +179,7 @@ class DDPMFamily(Family):
     t = jax.random.randint(k_t, (x0.shape[0],), 0, self.num_timesteps)
     xt, noise = diffusion.q_sample(self.schedule, k_noise, x0, t)
     eps = self.eps_fn(params, train=True, key=k_drop)(xt, t)
-    loss = jnp.mean(diffusion.simple_loss(noise, eps))
+    loss = jnp.mean(diffusion.simple_loss(noise, eps, event_ndims=len(self.shape)))
     return loss, ({"simple_loss": loss}, model_state)
 
   def _nll_to_data(self, nats):
@@ -193,17 +193,19 @@ class DDPMFamily(Family):
     k_t, k_noise = jax.random.split(k_simple)
     t = jax.random.randint(k_t, (x0.shape[0],), 0, self.num_timesteps)
     xt, noise = diffusion.q_sample(s, k_noise, x0, t)
-    out = {"simple_loss": diffusion.simple_loss(noise, eps_fn(xt, t))}
+    out = {"simple_loss": diffusion.simple_loss(noise, eps_fn(xt, t), event_ndims=len(self.shape))}
     decoder = None if self.images else self._gaussian_decoder_nll
     if not full_bound:
       nll = diffusion.single_t_bound(
-        s, eps_fn, k_bound, x0, self.variance, self.clip_denoised, decoder_nll=decoder
+        s, eps_fn, k_bound, x0, self.variance, clip_denoised=self.clip_denoised, decoder_nll=decoder
       )
       out["nll_bound_estimate"] = self._nll_to_data(nll)
       if self.images:
         out["bits_per_dim_estimate"] = losses.bits_per_dim(nll, self.num_dims)
       return out
-    terms = diffusion.full_bound(s, eps_fn, k_bound, x0, self.variance, self.clip_denoised, decoder_nll=decoder)
+    terms = diffusion.full_bound(
+      s, eps_fn, k_bound, x0, self.variance, clip_denoised=self.clip_denoised, decoder_nll=decoder
+    )
     out["nll_bound"] = self._nll_to_data(terms["total"])
     if self.images:
       for name, key_ in (
@@ -220,7 +222,7 @@ class DDPMFamily(Family):
   @staticmethod
   def _gaussian_decoder_nll(x0, mean, logvar):
     """Continuous `-log N(x0; mean, e^logvar)` summed over dimensions, `[B]` (vector data)."""
-    return -losses.gaussian_log_prob(x0, mean, jnp.broadcast_to(logvar, x0.shape)).reshape(x0.shape[0], -1).sum(-1)
+    return -losses.gaussian_log_prob(x0, mean, logvar, event_ndims=x0.ndim - 1)
 
   # ------------------------------------------------------------------ sampling
 
@@ -242,14 +244,20 @@ class DDPMFamily(Family):
     eps_fn = self.eps_fn(params)
     if sampler == "ancestral":
       return diffusion.ancestral_sample(
-        self.schedule, eps_fn, key, shape, self.variance, self.clip_denoised, trajectory_every
+        self.schedule,
+        eps_fn,
+        key,
+        shape,
+        self.variance,
+        clip_denoised=self.clip_denoised,
+        trajectory_every=trajectory_every,
       )
     if sampler == "ddim":
       if trajectory_every:
         raise ValueError("trajectory_every is only supported by the ancestral sampler")
       sc = self.sampling_config
       return diffusion.ddim_sample(
-        self.schedule, eps_fn, key, shape, sc.ddim_steps, sc.ddim_eta, self.clip_denoised
+        self.schedule, eps_fn, key, shape, sc.ddim_steps, sc.ddim_eta, clip_denoised=self.clip_denoised
       )
     raise ValueError(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
 
@@ -275,7 +283,7 @@ class DDPMFamily(Family):
       t,
       jnp.linspace(0.0, 1.0, num),
       self.variance,
-      self.clip_denoised,
+      clip_denoised=self.clip_denoised,
     )
     return self.to_data(x)
 

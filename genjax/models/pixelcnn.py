@@ -138,8 +138,8 @@ class PixelCNNFamily(Family):
     """Exact `log p(values)`, `[B]` nats."""
     logits = self.logits(params, values, labels)
     if self.categorical:
-      return losses.categorical_log_likelihood(values, logits)
-    return losses.bernoulli_log_likelihood(values.astype(jnp.float32), logits[..., 0])
+      return losses.categorical_log_prob(values, logits, event_ndims=len(self.image_shape))
+    return losses.bernoulli_log_prob(values.astype(jnp.float32), logits[..., 0], event_ndims=len(self.image_shape))
 
   def _bits(self, nll):
     return losses.bits_per_dim(nll, self.num_dims)

@@ -141,9 +141,9 @@ class RealNVPFamily(Family):
     """
     log_det = 0.0
     if self.images:
-      x, log_det = losses.logit_transform(x, self.cfg.alpha)
+      x, log_det = losses.logit_transform(x, self.cfg.alpha, event_ndims=len(self.shape))
     z, flow_log_det, model_state = self.flow_forward(params, model_state, x, train)
-    return -losses.flow_nll(z, log_det + flow_log_det), model_state
+    return -losses.flow_nll(z, log_det + flow_log_det, event_ndims=1), model_state
 
   def _dequantize(self, key, image):
     return preprocess.dequantize_uniform(key, image, NUM_BINS)
@@ -166,7 +166,7 @@ class RealNVPFamily(Family):
     n = max(2, jax.tree.leaves(batch)[0].shape[0])
     x = jnp.full((n,) + self.shape, 0.5, jnp.float32)
     if self.images:
-      x, _ = losses.logit_transform(x, self.cfg.alpha)
+      x, _ = losses.logit_transform(x, self.cfg.alpha, event_ndims=len(self.shape))
     variables = dict(self.net.init(key, x, True, method="forward"))
     params = variables.pop("params")
     return params, variables
@@ -207,7 +207,7 @@ class RealNVPFamily(Family):
     vectors `[N, D]` -> `z [N, D]` with eval-mode batch norm."""
     if self.images:
       data = (jnp.asarray(data, jnp.float32) + 0.5) / NUM_BINS if key is None else self._dequantize(key, data)
-      data, _ = losses.logit_transform(data, self.cfg.alpha)
+      data, _ = losses.logit_transform(data, self.cfg.alpha, event_ndims=len(self.shape))
     z, _, _ = self.flow_forward(params, model_state, data, train=False)
     return z
 
