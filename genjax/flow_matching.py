@@ -221,7 +221,7 @@ def cfm_loss_at(path: ProbabilityPath, v_fn: VelocityFn, x0: jax.Array, x1: jax.
   families' losses are normalized alike (per dimension, independent of image size).
   """
   xt = path.sample_xt(x0, x1, t)
-  return diffusion.simple_loss(path.target_velocity(x0, x1, t), v_fn(xt, t))
+  return diffusion.simple_loss(path.target_velocity(x0, x1, t), v_fn(xt, t), event_ndims=x1.ndim - 1)
 
 
 def cfm_loss(
@@ -540,4 +540,4 @@ def gaussian_log_prob(path: ProbabilityPath, mean: jax.Array, cov: jax.Array, x:
   """`log p_t(x)` `[B]` in nats of the marginal `gaussian_marginal(path, mean, cov, t)` at `x` `[B, D]`."""
   _check_t(t)
   _, y, _, var = _gaussian_parts(path, jnp.asarray(mean, jnp.float32), cov, x, t)
-  return losses.gaussian_log_prob(y, 0.0, jnp.log(var), event_ndims=1)
+  return losses.gaussian_log_prob(y, jnp.zeros_like(y), jnp.log(var), event_ndims=1)

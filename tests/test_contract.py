@@ -37,7 +37,9 @@ from tests.helpers import assert_trees_equal
 
 
 def _config_modules() -> dict[str, object]:
-  names = [m.name for m in pkgutil.iter_modules(genjax.configs.__path__) if m.name != "default"]
+  names = [
+    m.name for m in pkgutil.iter_modules(genjax.configs.__path__) if m.name != "default" and m.name[0] != "_"
+  ]
   return {name: importlib.import_module(f"genjax.configs.{name}") for name in sorted(names)}
 
 
