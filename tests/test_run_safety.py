@@ -228,3 +228,38 @@ def test_a_second_trainer_on_a_busy_workdir_stops_at_once(tmp_path):
   finally:
     first.kill()
     first.wait()
+
+
+def test_a_full_disk_stops_the_run_in_one_line(tmp_path):
+  """A 512 KiB tmpfs as the workdir: the run stops naming the directory and the space needed."""
+  import shutil
+
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  if os.geteuid() != 0 or not shutil.which("mount"):
+    pytest.skip("mounting a small tmpfs needs root (tests/test_checkpoint.py simulates ENOSPC without it)")
+  if subprocess.run(
+    ["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(disk)], capture_output=True
+  ).returncode:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    workdir = str(disk / "run")
+    p = run_module(
+      "experiments.train",
+      CFG,
+      f"--workdir={workdir}",
+      "--config.train.checkpoint_every=1",
+      "--config.train.num_steps=40",
+      "--config.checkpoint.keep=10",
+    )
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot write checkpoint") and os.path.join(workdir, "checkpoints") in line, line
+    assert "needs about" in line and "free there" in line, line
+    saved = sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+    if saved:  # the last complete checkpoint still restores
+      config = tiny_config(**{"train.checkpoint_every": 1, "train.num_steps": 40, "checkpoint.keep": 10})
+      state, step = Experiment(config, mesh=make_mesh(1)).restore(workdir, "latest")
+      assert step == saved[-1] and int(state.step) == step
+  finally:
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
