@@ -136,7 +136,8 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
   monkeypatch.setattr(AutoencoderFamily, "loss", nan_loss)
   with pytest.raises(
-    loop.NonFiniteLossError, match=r"non-finite .*loss.* in steps 11 to 15 .*last good checkpoint \(step 10\)"
+    loop.NonFiniteLossError,
+    match=r"non-finite .*loss.* in steps 11 to 15; stopping\. the last saved checkpoint, step 10, is kept",
   ):
     loop.train_and_evaluate(tiny_config(**{"train.num_steps": 20}), workdir, mesh=make_mesh(1))
   state, meta = _restore(tiny_config(), workdir)
