@@ -27,6 +27,12 @@ traceback and leaves at once with `os._exit(1)`; peers blocked in a collective t
 second ("Connection closed by peer"), the others when the heartbeat timeout declares the process
 dead, and `genjax.launch` (or `srun --kill-on-bad-exit=1`) stops them immediately.
 `exit_fast_on_error()` does the same for `sys.exit(non-zero)`, which no excepthook sees.
+
+Sharing decisions: `broadcast_json`, `gather_json` and `agree` are collectives every process
+calls at the same point (main thread), so that all processes restore the same checkpoint and
+stop together, each with a message, when one of them fails; `to_host` gathers an array split
+over processes before host-side numpy. `GENJAX_CHECKPOINT_TIMEOUT` (seconds, default 1200)
+bounds one checkpoint save across processes (`genjax.train.checkpoint_io`).
 """
 
 from __future__ import annotations
@@ -176,7 +182,22 @@ def initialize_from_env(
     logging.getLogger(__name__).info("jax.distributed: process layout detected from the cluster environment")
   if fail_fast:
     install_fail_fast_excepthook()
+  _first_collective()
   return True
+
+
+def _first_collective() -> None:
+  """One tiny collective over every device, right after joining, while the processes are in step.
+
+  The first collective creates the cross-process communicator, and on CPU gloo gives the other
+  processes only 30 s to reach it ("Gloo context initialization failed: DEADLINE_EXCEEDED").
+  Without this, a program's first collective may come after a long compile that process 0 reads
+  from the compilation cache and the others do not (only process 0 writes it), e.g. in
+  `experiments.evaluate`. Later collectives reuse the communicator and wait without that limit.
+  """
+  from jax.experimental import multihost_utils
+
+  multihost_utils.sync_global_devices("genjax.distributed: every process joined")
 
 
 def _hard_exit(code: int) -> None:
@@ -298,7 +319,7 @@ def _collective(what: str, fn):
     return fn()
   except (RuntimeError, ValueError) as e:  # a gloo error when a peer died mid-collective
     first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-    raise PeerError(f"another process stopped while {what} ({first})") from e
+    raise PeerError(f"a collective with the other processes failed while {what} ({first})") from e
 
 
 def broadcast_json(value: object, source: int = 0, what: str = "sharing a decision") -> object:

@@ -20,12 +20,13 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
 from genjax import data, distributed
 from genjax.train import sharding
-from tests.helpers import REPO, assert_trees_equal, tiny_config
+from tests.helpers import REPO, tiny_config
 
 AUDIT = os.path.join(REPO, "tests", "write_audit")
 JAX_CACHE = os.path.join(REPO, ".pytest_cache", "jax-cache")
@@ -91,6 +92,23 @@ def _reference(config, num_devices: int, steps: int):
   return exp, state
 
 
+def _assert_trees_close(a, b, rtol: float, atol: float) -> float:
+  """Same structure, shapes and dtypes, values within `atol + rtol * |b|`; returns the largest |a - b|."""
+  la, ta = jax.tree.flatten(a)
+  lb, tb = jax.tree.flatten(b)
+  assert ta == tb, f"tree structures differ: {ta} vs {tb}"
+  worst = 0.0
+  for i, (x, y) in enumerate(zip(la, lb, strict=True)):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x, y = jax.random.key_data(x), jax.random.key_data(y)
+    x, y = np.asarray(x), np.asarray(y)
+    assert x.dtype == y.dtype and x.shape == y.shape, f"leaf {i}: {x.dtype}{x.shape} vs {y.dtype}{y.shape}"
+    np.testing.assert_allclose(x, y, rtol=rtol, atol=atol, err_msg=f"leaf {i}")
+    if x.size:
+      worst = max(worst, float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))))
+  return worst
+
+
 def _eval_json(p: subprocess.CompletedProcess, processes: int) -> dict:
   """The evaluation JSON every rank printed: the same line on every rank."""
   lines = _rank_lines(p.stdout)
@@ -140,12 +158,11 @@ class _Device:
 
 def test_mesh_orders_devices_by_process_and_num_devices_counts_every_process():
   """Process i's devices are block i of the mesh, so its batch rows land on its own devices."""
-  devices = [
-    _Device(i * 2048 + j, i) for j in range(2) for i in range(3)
-  ]  # interleaved, as a TPU slice may list them
+  # Interleaved over processes, as a TPU slice may list them; within a process JAX's order is kept.
+  devices = [_Device(i * 2048 + j, i) for j in (1, 0) for i in (2, 0, 1)]
   mesh = sharding.mesh_devices(0, devices)
   assert [d.process_index for d in mesh] == [0, 0, 1, 1, 2, 2]
-  assert [d.id for d in mesh] == [0, 1, 2048, 2049, 4096, 4097]
+  assert [d.id for d in mesh] == [1, 0, 2049, 2048, 4097, 4096]
   # With the batch split over the mesh in order, process i's devices hold rows [i*B/P, (i+1)*B/P):
   # exactly the rows BatchIterator gives it.
   global_batch, per_device = 12, 2
@@ -153,7 +170,7 @@ def test_mesh_orders_devices_by_process_and_num_devices_counts_every_process():
     positions = [k for k, d in enumerate(mesh) if d.process_index == i]
     rows = np.concatenate([np.arange(k * per_device, (k + 1) * per_device) for k in positions])
     np.testing.assert_array_equal(rows, np.arange(i * global_batch // 3, (i + 1) * global_batch // 3))
-  assert [d.id for d in sharding.mesh_devices(3, devices)] == [0, 2048, 4096]  # one from each process
+  assert [d.id for d in sharding.mesh_devices(3, devices)] == [1, 2049, 4097]  # the first of each process
   for bad, message in [
     (
       4,
@@ -165,7 +182,7 @@ def test_mesh_orders_devices_by_process_and_num_devices_counts_every_process():
     with pytest.raises(ValueError, match=message):
       sharding.mesh_devices(bad, devices)
   with pytest.raises(ValueError, match="process 0: 1, process 1: 2, process 2: 1"):
-    sharding.mesh_devices(0, devices[:3] + devices[4:5])
+    sharding.mesh_devices(0, [_Device(0, 0), _Device(2048, 1), _Device(2049, 1), _Device(4096, 2)])
   with pytest.raises(ValueError, match=r"num_devices=3 but 2 cpu device\(s\) are available"):
     sharding.mesh_devices(3, [_Device(0, 0), _Device(1, 0)])
 
@@ -326,8 +343,10 @@ def _children(pid: int) -> list[int]:
 def test_four_processes_every_family_killed_resumed_like_one_process(tmp_path, name, preset):
   """4 processes x 1 device per family: train with checkpoints every 2 steps, SIGKILL process 1 once
   step 4 is saved, resume to 4 steps past the last complete checkpoint, evaluate and sample with 4
-  processes. The final state equals 1 process x 4 devices bit for bit, the printed evaluation JSON is
-  the same on every rank and equal to the one-process evaluation, and only process 0 wrote files."""
+  processes. The final state equals 1 process x 4 devices to float tolerance (rtol 1e-4; the
+  cross-process sum of gradients is ordered differently), the printed evaluation JSON is the same on
+  every rank and equal to the one-process evaluation to the same tolerance, the sample statistics
+  too, and only process 0 wrote the run's files."""
   from genjax.train.experiment import Experiment
 
   work, audit = tmp_path / "run", tmp_path / "audit"
@@ -366,14 +385,27 @@ def test_four_processes_every_family_killed_resumed_like_one_process(tmp_path, n
   exp, want = _reference(config, 4, final)
   got, step = Experiment(config, mesh=sharding.make_mesh(4)).restore(str(work))
   assert step == final
-  assert_trees_equal(got, want)
+  # Not bit for bit: gloo sums the 4 processes' gradients in another order than XLA sums 4 devices
+  # of one process (with 2 the order does not matter, a + b = b + a; see the 2-process test).
+  worst = _assert_trees_close(got, want, rtol=1e-4, atol=1e-6)
   result = _eval_json(evaluated, 4)
   plan = exp.family.final_evaluation()
   metrics = exp.evaluate(exp.eval_params(want), want.model_state, evaluation=plan)
-  assert {k: result[k] for k in metrics} == metrics
+  assert {k: result[k] for k in metrics} == pytest.approx(metrics, rel=1e-4, abs=1e-6)
+  if "frechet_distance" in result or "energy_distance" in result:  # the config's default sample statistics
+    from genjax.eval.sample_metrics import SampleStatistics, feature_network, sample_statistics
+
+    images = exp.family.images
+    num = exp.run.eval.frechet_samples if images else exp.run.eval.toy_samples
+    features, info = feature_network(exp.run.eval, exp.info, exp.splits) if images else (None, {})
+    options = SampleStatistics(num, jax.random.fold_in(exp.sample_key(), 1), features, info)
+    stats = sample_statistics(exp.family, exp.eval_params(want), want.model_state, exp.splits, options)
+    for k, v in stats.items():
+      if isinstance(v, float):
+        assert result[k] == pytest.approx(v, rel=1e-3, abs=1e-6), k
   png = str(work / "samples" / f"samples_step_{final}.png")
   assert os.path.exists(png) and sampled.stdout.count(png) == 4
   for rank in ("1", "2", "3"):
     mine = _audited_writes(audit, rank)
     assert all(_ORBAX_PART.match(x) for x in mine), [x for x in mine if not _ORBAX_PART.match(x)]
-  print(f"{name}: 4-process train+kill+resume+evaluate+sample: {elapsed:.1f} s")
+  print(f"\n{name}: 4-process train + kill + resume + evaluate + sample {elapsed:.1f} s; max |diff| {worst:.3g}")

@@ -26,10 +26,10 @@ DATA_AXIS = "data"
 
 
 def mesh_devices(num_devices: int = 0, devices: list | None = None) -> list:
-  """The devices of the data mesh, ordered by (process, device id).
+  """The devices of the data mesh, grouped by process in process order (JAX's order within a process).
 
   `num_devices` is the mesh's global size: 0 means every device of every process; K > 0
-  means K devices, the first K / P (by id) of each of the P processes, so K must be a
+  means K devices, the first K / P of each of the P processes, so K must be a
   multiple of P. Every process must own the same number of mesh devices (each feeds the
   same share of every batch). `devices` defaults to `jax.devices()`.
 
@@ -37,7 +37,7 @@ def mesh_devices(num_devices: int = 0, devices: list | None = None) -> list:
   """
   devices = list(jax.devices() if devices is None else devices)
   by_process: dict[int, list] = {}
-  for d in sorted(devices, key=lambda d: (d.process_index, d.id)):
+  for d in sorted(devices, key=lambda d: d.process_index):  # stable: keeps JAX's order within a process
     by_process.setdefault(d.process_index, []).append(d)
   processes, total = len(by_process), len(devices)
   counts = sorted({len(v) for v in by_process.values()})
