@@ -197,6 +197,20 @@ def test_collective_helpers_with_one_process():
   assert distributed.to_host(tree)["n"] == 3
 
 
+def test_compare_states_reports_every_kind_of_difference():
+  from genjax.cli import compare
+
+  a = {"w": np.arange(4.0, dtype=np.float32), "key": jax.random.key(0), "n": np.int32(3)}
+  assert compare.compare_states(a, dict(a))["equal"]
+  b = {**a, "w": a["w"] + np.float32(1e-6)}
+  near = compare.compare_states(a, b)
+  assert not near["equal"] and near["differing"] == ["['w']"] and 0 < near["max_abs_diff"] < 2e-6
+  assert compare.compare_states(a, b, atol=1e-5)["equal"]
+  assert not compare.compare_states(a, {**a, "key": jax.random.key(1)})["equal"]
+  assert compare.compare_states(a, {**a, "w": a["w"][:3]})["differing"] == ["['w']"]
+  assert not compare.compare_states(a, {"w": a["w"]})["same_structure"]
+
+
 # --------------------------------------------------------------------------- 2 processes
 
 

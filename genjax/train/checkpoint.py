@@ -35,6 +35,12 @@ Both: `all_steps()`, `latest_step()`, `best_step()`, `read_meta(step)`, `resolve
 `restore(target, step)` (exactly that step, verified) and `load(target, which)` ('latest',
 'best' or a step, falling back to the previous complete checkpoint past damaged ones).
 
+Several processes (`jax.distributed`): every process opens the same directory (a shared
+filesystem) and makes the same calls; Orbax writes each process's shards, process 0 alone
+does the rest (lock, manifest, rename, retention, moving damage aside) once every process's
+files are complete, and decisions (which step to restore) and errors are shared, so all
+processes see the same checkpoints and stop together (`Checkpointer`, `CheckpointReader.load`).
+
 Manifests live in `genjax.train.manifest`; Orbax options, the quieting of Orbax's own
 reports of a failed save and the triage of write errors in `genjax.train.checkpoint_io`.
 
