@@ -27,6 +27,12 @@ traceback and leaves at once with `os._exit(1)`; peers blocked in a collective t
 second ("Connection closed by peer"), the others when the heartbeat timeout declares the process
 dead, and `genjax.launch` (or `srun --kill-on-bad-exit=1`) stops them immediately.
 `exit_fast_on_error()` does the same for `sys.exit(non-zero)`, which no excepthook sees.
+
+Sharing decisions: `broadcast_json`, `gather_json` and `agree` are collectives every process
+calls at the same point (main thread), so that all processes restore the same checkpoint and
+stop together, each with a message, when one of them fails; `to_host` gathers an array split
+over processes before host-side numpy. `GENJAX_CHECKPOINT_TIMEOUT` (seconds, default 1200)
+bounds one checkpoint save across processes (`genjax.train.checkpoint_io`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 ENV_COORDINATOR = "GENJAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "GENJAX_NUM_PROCESSES"
@@ -175,7 +182,22 @@ def initialize_from_env(
     logging.getLogger(__name__).info("jax.distributed: process layout detected from the cluster environment")
   if fail_fast:
     install_fail_fast_excepthook()
+  _first_collective()
   return True
+
+
+def _first_collective() -> None:
+  """One tiny collective over every device, right after joining, while the processes are in step.
+
+  The first collective creates the cross-process communicator, and on CPU gloo gives the other
+  processes only 30 s to reach it ("Gloo context initialization failed: DEADLINE_EXCEEDED").
+  Without this, a program's first collective may come after a long compile that process 0 reads
+  from the compilation cache and the others do not (only process 0 writes it), e.g. in
+  `experiments.evaluate`. Later collectives reuse the communicator and wait without that limit.
+  """
+  from jax.experimental import multihost_utils
+
+  multihost_utils.sync_global_devices("genjax.distributed: every process joined")
 
 
 def _hard_exit(code: int) -> None:
@@ -254,6 +276,150 @@ def exit_fast_on_error() -> Iterator[None]:
     if not jax.distributed.is_initialized():
       raise
     _report_and_exit(type(e), e, e.__traceback__)
+
+
+# ------------------------------------------------------------------ agreement between processes
+#
+# Decisions that must be the same on every process (which checkpoint to restore, whether a
+# save succeeded everywhere, whether process 0 could open the workdir) are made once and
+# shared with these helpers. Each is a collective over every device of every process
+# (`jax.experimental.multihost_utils`): call it on every process, at the same point of the
+# program, from the main thread. With one process they return at once. A peer that dies
+# meanwhile makes the collective fail within a second (gloo: "Connection closed by peer"),
+# which they report as a `PeerError`.
+
+
+class PeerError(RuntimeError):
+  """Another process failed (or left the run); the message names it and quotes its error."""
+
+
+def multiprocess() -> bool:
+  """Whether this program runs in more than one process (after `jax.distributed.initialize`)."""
+  import jax
+
+  return jax.process_count() > 1
+
+
+def _encode(value: object) -> bytes:
+  import json
+
+  return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _bucket(n: int) -> int:
+  """Padded length for n bytes: powers of two from 256, so a few compiled collectives serve every message."""
+  size = 256
+  while size < n:
+    size *= 2
+  return size
+
+
+def _collective(what: str, fn):
+  try:
+    return fn()
+  except (RuntimeError, ValueError) as e:  # a gloo error when a peer died mid-collective
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+    raise PeerError(f"a collective with the other processes failed while {what} ({first})") from e
+
+
+def broadcast_json(value: object, source: int = 0, what: str = "sharing a decision") -> object:
+  """`value` (anything `json.dumps` takes) of process `source`, on every process.
+
+  A collective (see above); the other processes' `value` is ignored. Returns the JSON
+  round trip (tuples come back as lists) on every process, also with one process.
+  """
+  import json
+
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  if not multiprocess():
+    return json.loads(_encode(value))
+  me = jax.process_index() == source
+  data = _encode(value) if me else b""
+
+  def run():
+    n = int(multihost_utils.broadcast_one_to_all(np.array([len(data)], np.int32), is_source=me)[0])
+    buf = np.zeros(_bucket(n), np.uint8)
+    buf[: len(data)] = np.frombuffer(data, np.uint8)
+    return bytes(multihost_utils.broadcast_one_to_all(buf, is_source=me)[:n])
+
+  return json.loads(_collective(what, run))
+
+
+def gather_json(value: object, what: str = "sharing a result") -> list:
+  """Every process's `value` (JSON-able), in process order, on every process. A collective (see above)."""
+  import json
+
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  data = _encode(value)
+  if not multiprocess():
+    return [json.loads(data)]
+
+  def run():
+    lengths = multihost_utils.process_allgather(np.array([len(data)], np.int32)).reshape(-1)
+    buf = np.zeros(_bucket(int(lengths.max())), np.uint8)
+    buf[: len(data)] = np.frombuffer(data, np.uint8)
+    rows = multihost_utils.process_allgather(buf)
+    return [bytes(rows[i, : int(n)]) for i, n in enumerate(lengths)]
+
+  return [json.loads(b) for b in _collective(what, run)]
+
+
+def one_line(error: BaseException) -> str:
+  """`Type: first line of the message` (at most 500 characters)."""
+  text = (str(error).strip().splitlines() or [""])[0][:500]
+  return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def agree(error: BaseException | None, what: str) -> None:
+  """Stops every process if `error` is set on any of them. A collective (see above).
+
+  Every process passes its own outcome of the step described by `what` (e.g. "opening the
+  checkpoint directory"): None for success, or the exception it caught. If any failed,
+  that process raises its own exception again, and every other process raises a
+  `PeerError` naming the first failing process and quoting its error in one line, so
+  every process stops with the same message instead of waiting for the failed one.
+  """
+  import jax
+
+  if not multiprocess():
+    if error is not None:
+      raise error
+    return
+  outcomes = gather_json(None if error is None else one_line(error), what=what)
+  if error is not None:
+    raise error
+  failed = [(i, m) for i, m in enumerate(outcomes) if m is not None]
+  if failed:
+    i, message = failed[0]
+    more = f" (and {len(failed) - 1} more process(es))" if len(failed) > 1 else ""
+    raise PeerError(f"process {i} of {jax.process_count()} failed {what}{more}: {message}")
+
+
+def to_host(tree: Any) -> Any:
+  """numpy copies of the array leaves of `tree`, whole and the same on every process.
+
+  A global array split over several processes (neither fully addressable nor fully
+  replicated) is gathered with `process_allgather`, a collective: in a multi-process run
+  call this on every process, before any process-0-only use of the values. Other leaves
+  are returned as they are.
+  """
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  def leaf(x):
+    if not isinstance(x, jax.Array):
+      return x
+    if not x.is_fully_addressable and not x.is_fully_replicated:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+  return jax.tree.map(leaf, tree)
 
 
 def selfcheck(batch_per_device: int = 4, dim: int = 3) -> dict:

@@ -341,6 +341,117 @@ def test_every_checkpoint_damaged_leaves_nothing_usable(tmp_path):
   assert sorted(os.listdir(d / ckpt_lib.DAMAGED_DIR)) == ["10-no-manifest", "20-no-manifest"]
 
 
+# --------------------------------------------------------------------------- several processes
+
+_MULTI = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np, optax
+from genjax import distributed
+assert distributed.initialize_from_env()
+from genjax.train.checkpoint import Checkpointer
+from genjax.train.sharding import make_mesh, replicated
+from genjax.train.state import create_train_state
+
+mode, directory = sys.argv[1], sys.argv[2]
+mesh = make_mesh(0)
+
+def state(step):
+  def make():
+    params = {"w": jnp.arange(12.0).reshape(3, 4) + step, "b": jnp.full((4,), 0.5 * step)}
+    s = create_train_state(params, {}, optax.adam(1e-3), jax.random.key(0))
+    return s.replace(step=jnp.asarray(step, jnp.int32))
+  return jax.jit(make, out_shardings=replicated(mesh))()
+
+out = {}
+if mode == "save":
+  with Checkpointer(directory, keep=10, best_metric="test/loss") as w:
+    for step in (1, 2, 3):
+      w.save(state(step), data_position=32 * step, metrics={"test/loss": 10.0 - step})
+    w.wait()
+    out["after_wait"] = w.all_steps()
+else:
+  opener = Checkpointer.reader if mode == "read" else Checkpointer
+  with opener(directory, best_metric="test/loss") as c:
+    restored, meta = c.load(state(0), "latest")
+    out["latest"], out["w"] = meta["step"], np.asarray(restored.params["w"]).tolist()
+    out["steps"] = c.shared_steps()
+    try:
+      c.load(state(0), 3)
+    except Exception as e:
+      out["explicit"] = f"{type(e).__name__}: {e}"
+print(json.dumps(out))
+"""
+
+
+def _two_processes(tmp_path, *args: str) -> list[dict]:
+  script = tmp_path / "multi.py"
+  script.write_text(_MULTI)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  env.pop("XLA_FLAGS", None)
+  p = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "genjax.launch",
+      "--processes=2",
+      "--timeout=240",
+      "--",
+      sys.executable,
+      str(script),
+      *args,
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+  out = {}
+  for line in p.stdout.splitlines():
+    rank, _, payload = line.partition("] ")
+    if payload.startswith("{"):
+      out[int(rank.split()[-1])] = json.loads(payload)
+  assert sorted(out) == [0, 1], p.stdout
+  return [out[0], out[1]]
+
+
+def test_two_processes_save_restore_and_pass_over_damage_together(tmp_path):
+  """Two processes share one checkpoint directory: both write their shards, process 0 commits; after
+  `wait()` both list every step; with the latest checkpoint damaged, readers in both processes fall
+  back to the same step and leave it in place, and a writer in both has process 0 move it aside."""
+  d = tmp_path / "ckpt"
+  saved = _two_processes(tmp_path, "save", str(d))
+  assert [r["after_wait"] for r in saved] == [[1, 2, 3], [1, 2, 3]]
+  for step in (1, 2, 3):
+    assert sorted(n for n in os.listdir(d / str(step) / "state") if n.startswith("ocdbt.process_")) == [
+      "ocdbt.process_0",
+      "ocdbt.process_1",
+    ]
+  assert sorted(os.listdir(d)) == [".writer.lock", "1", "2", "3"]
+  with open(_largest_file(str(d / "3")), "r+b") as f:  # flip a byte of step 3
+    first = f.read(1)
+    f.seek(0)
+    f.write(bytes([first[0] ^ 0xFF]))
+
+  read = _two_processes(tmp_path, "read", str(d))
+  want_w = (np.arange(12.0).reshape(3, 4) + 2).tolist()
+  assert read[0] == read[1]
+  assert read[0]["latest"] == 2 and read[0]["w"] == want_w and read[0]["steps"] == [1, 2]
+  assert read[0]["explicit"].startswith("CheckpointDamagedError: checkpoint step 3 in ")
+  assert "is damaged (checksum:" in read[0]["explicit"] and read[0]["explicit"].endswith(
+    "complete checkpoints: [1, 2]"
+  )
+  assert sorted(os.listdir(d)) == [".writer.lock", "1", "2", "3"]  # readers leave it in place
+
+  resumed = _two_processes(tmp_path, "write", str(d))
+  assert resumed[0] == resumed[1]
+  assert resumed[0]["latest"] == 2 and resumed[0]["w"] == want_w and resumed[0]["steps"] == [1, 2]
+  assert resumed[0]["explicit"].startswith("NoCheckpointError: no checkpoint at step 3 in ")
+  assert sorted(os.listdir(d)) == [".writer.lock", "1", "2", "damaged"]
+  assert os.listdir(d / ckpt_lib.DAMAGED_DIR) == ["3-checksum"]
+
+
 # --------------------------------------------------------------------------- readers
 
 

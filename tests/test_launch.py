@@ -145,6 +145,53 @@ def test_processes_all_reduce_across_processes(processes, devices):
     assert r["gradient"] == results["[rank 0]"]["gradient"]
 
 
+def test_processes_agree_share_json_and_gather_split_arrays(tmp_path):
+  """`distributed.gather_json`, `broadcast_json`, `agree` and `to_host` across 3 real processes."""
+  prog = _script(
+    tmp_path,
+    """
+    import json
+    import numpy as np
+    from genjax import distributed
+    assert distributed.initialize_from_env()
+    import jax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    me = jax.process_index()
+    out = {
+      "gathered": distributed.gather_json({"rank": me, "pad": "x" * (300 * me)}),
+      "broadcast": distributed.broadcast_json({"from": me, "text": "\u00e9" * 200}, source=1),
+    }
+    try:
+      distributed.agree(OSError(28, "No space left on device") if me == 1 else None, "saving step 5")
+    except Exception as e:
+      out["error"] = f"{type(e).__name__}: {e}"
+    split = jax.make_array_from_process_local_data(
+      NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data")), np.full((2, 3), me, np.float32)
+    )
+    out["to_host"] = distributed.to_host({"x": split})["x"].tolist()
+    print(json.dumps(out))
+    """,
+  )
+  p, _ = _launch("--processes=3", "--", sys.executable, prog)
+  assert p.returncode == 0, p.stdout + p.stderr
+  results = {}
+  for line in p.stdout.splitlines():
+    prefix, _, payload = line.partition("] ")
+    if payload.startswith("{"):
+      results[int(prefix.split()[-1])] = json.loads(payload)
+  assert sorted(results) == [0, 1, 2], p.stdout
+  for rank, r in results.items():
+    assert r["gathered"] == [{"rank": i, "pad": "x" * (300 * i)} for i in range(3)]
+    assert r["broadcast"] == {"from": 1, "text": "\u00e9" * 200}
+    assert r["to_host"] == [[i] * 3 for i in (0, 0, 1, 1, 2, 2)]
+    if rank == 1:
+      assert r["error"] == "OSError: [Errno 28] No space left on device"
+    else:
+      assert r["error"] == (
+        "PeerError: process 1 of 3 failed saving step 5: OSError: [Errno 28] No space left on device"
+      )
+
+
 def test_a_failing_rank_stops_the_others_with_its_status(tmp_path):
   """Rank 1 exits 3 while rank 0 sleeps: the launcher kills rank 0 and exits 3, naming rank 1 once."""
   prog = _script(

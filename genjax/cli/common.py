@@ -203,7 +203,7 @@ def run(main, main_module: str, reader: bool = False) -> None:
         return main(argv)
       except (UsageError, DataConfigError, CheckpointMismatchError, ConfigFileError) as e:
         fail(str(e))
-      except (DatasetUnavailableError, CheckpointError) as e:  # says what to do; a traceback adds nothing
+      except (DatasetUnavailableError, CheckpointError, distributed.PeerError) as e:  # a traceback adds nothing
         fail(str(e), status=1)
 
   app.run(_main, flags_parser=lambda argv: _parse(argv, main_module, reader))

@@ -76,8 +76,14 @@ def main(argv):
       features, info = feature_network(exp.run.eval, exp.info, exp.splits)
     options = SampleStatistics(num, jax.random.fold_in(exp.sample_key(), 1), features, info)
     result.update(sample_statistics(family, params, state.model_state, exp.splits, options))
-  result["eval_seconds"] = time.perf_counter() - t0
+  seconds = time.perf_counter() - t0
+  if exp.process_count > 1:  # the slowest process's time, so that every process prints the same JSON
+    from genjax import distributed
+
+    seconds = max(distributed.gather_json(seconds, what="sharing evaluation times"))
+  result["eval_seconds"] = seconds
   result["device"] = f"{jax.devices()[0].device_kind} x{exp.mesh.devices.size}"
+  result["processes"] = exp.process_count
   if exp.process_index == 0:
     os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
     path = os.path.join(workdir, "eval", f"step_{step}_{SPLIT.value}.json")

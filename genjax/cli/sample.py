@@ -92,6 +92,9 @@ def main(argv):
   except ValueError as e:  # a figure that does not apply to this model (say, a latent map of a 16-D latent)
     raise UsageError(f"--kind={KIND.value}: {e}") from e
   out = OUT.value or os.path.join(workdir, "samples", f"{KIND.value}_step_{step}.png")
+  from genjax import distributed
+
+  figure = distributed.to_host(figure)  # whole on every process (a collective where it is split over processes)
   if exp.process_index == 0:
     render.save_figure(out, figure, extent)
   print(out)

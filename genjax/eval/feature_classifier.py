@@ -148,7 +148,7 @@ def load_or_train(info: Any, splits: dict, cfg: ClassifierSettings | None = None
   clf = train(cfg, info, splits)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(clf.params).items()}
-  tmp = path + ".tmp.npz"
+  tmp = f"{path}.tmp-{os.getpid()}.npz"  # the processes of a multi-process run may all write it (same content)
   np.savez(tmp, test_accuracy=np.float64(clf.test_accuracy), **flat)
   os.replace(tmp, path)
   clf.path = path

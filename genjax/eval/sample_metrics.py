@@ -29,6 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from genjax import distributed
 from genjax.data.toy import TOYS
 from genjax.eval import frechet
 from genjax.eval.toy_metrics import energy_distance, mode_statistics
@@ -54,11 +55,16 @@ class SampleStatistics:
 
 
 def generate_many(family: Any, params: Any, model_state: Any, key: jax.Array, num: int) -> np.ndarray:
-  """`num` samples from `family.generate` in compiled chunks of up to `CHUNK` (key folded per chunk)."""
+  """`num` samples from `family.generate` in compiled chunks of up to `CHUNK` (key folded per chunk).
+
+  Multi-process runs: call it on every process; each gets all `num` samples (a chunk split
+  over processes is gathered, `distributed.to_host`), so the statistics agree everywhere.
+  """
   gen = jax.jit(family.generate, static_argnames="num")
   out = []
   for i, start in enumerate(range(0, num, CHUNK)):
-    out.append(np.asarray(gen(params, model_state, jax.random.fold_in(key, i), num=min(CHUNK, num - start))))
+    chunk = gen(params, model_state, jax.random.fold_in(key, i), num=min(CHUNK, num - start))
+    out.append(distributed.to_host(chunk))
   return np.concatenate(out)
 
 

@@ -35,6 +35,12 @@ Both: `all_steps()`, `latest_step()`, `best_step()`, `read_meta(step)`, `resolve
 `restore(target, step)` (exactly that step, verified) and `load(target, which)` ('latest',
 'best' or a step, falling back to the previous complete checkpoint past damaged ones).
 
+Several processes (`jax.distributed`): every process opens the same directory (a shared
+filesystem) and makes the same calls; Orbax writes each process's shards, process 0 alone
+does the rest (lock, manifest, rename, retention, moving damage aside) once every process's
+files are complete, and decisions (which step to restore) and errors are shared, so all
+processes see the same checkpoints and stop together (`Checkpointer`, `CheckpointReader.load`).
+
 Manifests live in `genjax.train.manifest`; Orbax options, the quieting of Orbax's own
 reports of a failed save and the triage of write errors in `genjax.train.checkpoint_io`.
 
@@ -48,6 +54,9 @@ full disk or an unwritable directory, naming the space needed and free).
 from __future__ import annotations
 
 import errno
+import functools
+import itertools
+import json
 import logging
 import math
 import os
@@ -63,6 +72,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from genjax import distributed
 from genjax.train import checkpoint_io as io
 from genjax.train.manifest import fsync_dir, read_manifest, verify_files
 from genjax.train.manifest import write_manifest as _write_manifest
@@ -119,19 +129,42 @@ class CheckpointWriteError(CheckpointError, OSError):
 def nonfinite_leaves(tree: Any) -> list[str]:
   """Key paths (`jax.tree_util.keystr`) of the floating-point leaves of `tree` holding NaN or inf.
 
-  Integer, boolean and key leaves are skipped. One small reduction per leaf and one
-  device-to-host transfer for all of them.
+  Integer, boolean and key leaves are skipped. One compiled program reduces every leaf
+  (compiled once per state layout; separate eager reductions would compile one program per
+  leaf shape) and one device-to-host transfer fetches the flags. In a multi-process run
+  every process calls it on the same (replicated) state and gets the same answer.
   """
-  paths, flags = [], []
+  paths, leaves = [], []
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
     if not hasattr(leaf, "dtype"):
       leaf = np.asarray(leaf)
     if not jnp.issubdtype(leaf.dtype, jnp.inexact):
       continue
     paths.append(jax.tree_util.keystr(path))
-    flags.append(jnp.isfinite(leaf).all())
-  finite = jax.device_get(flags)
+    leaves.append(leaf)
+  if not leaves:
+    return []
+  finite = jax.device_get(_all_finite(leaves))
   return [p for p, ok in zip(paths, finite, strict=True) if not bool(ok)]
+
+
+@jax.jit
+def _all_finite(leaves: list) -> list:
+  """bool[] per leaf: whether every element is finite."""
+  return [jnp.isfinite(x).all() for x in leaves]
+
+
+_SAVES = itertools.count()  # numbers every save of this process: unique barrier keys, alike on every process
+
+
+def _read_lock_record(directory: str) -> dict | None:
+  """The writer lock's record (pid, host, since, argv) as this process sees it, or None."""
+  try:
+    with open(os.path.join(directory, WRITER_LOCK)) as f:
+      record = json.loads(f.read())
+  except (OSError, ValueError):
+    return None
+  return record if isinstance(record, dict) else None
 
 
 def _tree_nbytes(tree: Any) -> int:
@@ -148,6 +181,26 @@ def _parse_which(which: str | int | None) -> str | int:
   if isinstance(which, str) and which.isdigit():
     return int(which)
   raise ValueError(f"checkpoint must be 'latest', 'best' or a step number >= 0, got {which!r}")
+
+
+def _error_to_json(error: BaseException) -> dict:
+  """A checkpoint error as JSON, so the other processes of a run can raise the same one."""
+  return {
+    "class": type(error).__name__,
+    "message": str(error),
+    **{k: v for k in ("step", "reason", "detail") if isinstance(v := getattr(error, k, None), (int, str))},
+  }
+
+
+def _error_from_json(d: dict, what: str) -> BaseException:
+  """The error process 0 raised (`_error_to_json`), rebuilt: same class and message."""
+  cls, message = d["class"], d["message"]
+  if cls == "CheckpointDamagedError":
+    return CheckpointDamagedError(message, d["step"], d["reason"], d["detail"])
+  simple = {c.__name__: c for c in (NoCheckpointError, _StepVanished, CheckpointMismatchError, CheckpointError)}
+  if cls in simple:
+    return simple[cls](message)
+  return distributed.PeerError(f"process 0 failed {what}: {cls}: {message.splitlines()[0] if message else ''}")
 
 
 # ------------------------------------------------------------------------- reading
@@ -172,6 +225,8 @@ class CheckpointReader:
     self._reported: set[tuple[int, str]] = set()
     self._restorer: ocp.Checkpointer | None = None
     self._metadata_reader: ocp.StandardCheckpointHandler | None = None
+    self._primary = jax.process_index() == 0
+    self._multi = jax.process_count() > 1
 
   # -- listing
 
@@ -219,6 +274,11 @@ class CheckpointReader:
     steps = self.all_steps()
     return steps[-1] if steps else None
 
+  def shared_steps(self) -> list[int]:
+    """`all_steps()` as process 0 sees it, on every process (multi-process runs: a collective,
+    called by every process at the same point; one process: `all_steps()`)."""
+    return self._decide(self.all_steps, "listing checkpoints")
+
   def read_meta(self, step: int) -> dict:
     """The meta saved with `step` ({'step', 'data_position', 'metrics'}), from its manifest."""
     manifest, reason, detail = read_manifest(self._step_dir(step))
@@ -243,8 +303,10 @@ class CheckpointReader:
 
   def resolve(self, which: str | int | None = "latest") -> int:
     """'latest', 'best' or a step number -> an existing complete step, or NoCheckpointError saying what exists."""
-    which = _parse_which(which)
-    manifests = self._scan()
+    return self._resolve(_parse_which(which), ())
+
+  def _resolve(self, which: str | int, rejected) -> int:
+    manifests = {step: m for step, m in self._scan().items() if step not in rejected}
     steps = list(manifests)
     if not steps:
       raise NoCheckpointError(f"no checkpoint in {self.directory}; train first (experiments.train)")
@@ -297,13 +359,71 @@ class CheckpointReader:
       f"checkpoint step {step} in {self.directory} is damaged ({reason}: {detail})", step, reason, detail
     )
 
+  def _problem(self, step: int) -> tuple[str, str] | None:
+    """`verify(step)` as `(reason, detail)` ('vanished' for a step that is gone), or None."""
+    try:
+      self.verify(step)
+    except _StepVanished as e:
+      return "vanished", str(e)
+    except CheckpointDamagedError as e:
+      return e.reason, e.detail
+    return None
+
+  def _problem_anywhere(self, step: int) -> tuple[str, str] | None:
+    """`_problem(step)` of the first process that finds one, the same on every process.
+
+    Multi-process runs: every process verifies the files it will read (a collective).
+    """
+    problem = self._problem(step)
+    if not self._multi:
+      return problem
+    found = distributed.gather_json(problem, what=f"verifying checkpoint step {step}")
+    for i, p in enumerate(found):
+      if p is not None:
+        return p[0], p[1] if i == 0 else f"{p[1]} (as process {i} sees it)"
+    return None
+
+  def _decide(self, fn, what: str):
+    """`fn()` on process 0, its result (or the checkpoint error it raised) on every process.
+
+    Multi-process runs decide what to read once, so every process restores the same step
+    even while a trainer adds and removes checkpoints (a collective). One process: `fn()`.
+    """
+    if not self._multi:
+      return fn()
+    outcome, error = None, None
+    if self._primary:
+      try:
+        outcome = {"value": fn()}
+      except Exception as e:  # noqa: BLE001 - shared with the others, then raised here
+        error, outcome = e, {"error": _error_to_json(e)}
+    outcome = distributed.broadcast_json(outcome, what=what)
+    if error is not None:
+      raise error
+    if "error" in outcome:
+      raise _error_from_json(outcome["error"], what)
+    return outcome["value"]
+
   def restore(self, target: Any, step: int) -> tuple[Any, dict]:
     """The state and meta of exactly `step`, verified, onto the structure and shardings of `target`.
 
     Raises CheckpointDamagedError (verification failed), CheckpointMismatchError (intact
-    but shaped differently from `target`) or NoCheckpointError (no such step).
+    but shaped differently from `target`) or NoCheckpointError (no such step). In a
+    multi-process run every process calls it (Orbax reads each process's shards) and every
+    process verifies; a problem any process finds stops all of them alike.
     """
-    self.verify(step)
+    problem = self._problem_anywhere(step)
+    if problem is not None:
+      reason, detail = problem
+      if reason == "vanished":
+        raise _StepVanished(f"no checkpoint at step {step} in {self.directory}; available: {self.all_steps()}")
+      raise CheckpointDamagedError(
+        f"checkpoint step {step} in {self.directory} is damaged ({reason}: {detail})", step, reason, detail
+      )
+    return self._read(target, step)
+
+  def _read(self, target: Any, step: int) -> tuple[Any, dict]:
+    """Orbax's restore of a verified `step` onto `target` (every process of a multi-process run)."""
     path = self._step_dir(step)
     self._check_fits(step, target)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
@@ -368,30 +488,50 @@ class CheckpointReader:
     `(state, meta)`; `meta['step']` is the step restored. Raises NoCheckpointError when
     nothing usable is left, CheckpointMismatchError when an intact checkpoint does not
     fit `target` (no fallback: every checkpoint of the run would fail the same way).
+
+    Multi-process runs: every process calls it; process 0 chooses the step, every process
+    verifies it, and all restore the same step or raise the same error.
     """
     which = _parse_which(which)
+    explicit = isinstance(which, int)
+    rejected: set[int] = set()
     while True:
-      step = self.resolve(which)
-      try:
-        return self.restore(target, step)
-      except _StepVanished:
-        if isinstance(which, int):
-          raise NoCheckpointError(
-            f"checkpoint step {step} in {self.directory} was removed by the trainer's retention while being "
-            f"read; available: {self.all_steps()}"
-          ) from None
-      except CheckpointDamagedError as e:
-        self._damaged(step, e.reason, e.detail, quiet=isinstance(which, int))
-        if isinstance(which, int):
-          raise CheckpointDamagedError(
-            f"{e}; complete checkpoints: {self.all_steps()}", step, e.reason, e.detail
-          ) from None
+      step = self._decide(lambda: self._resolve(which, rejected), f"choosing checkpoint {which!r} to restore")
+      problem = self._problem_anywhere(step)
+      if problem is None:
+        return self._read(target, step)
+      rejected.add(step)
+      reason, detail = problem
+      if reason == "vanished":
+        if explicit:
+          self._decide(functools.partial(self._raise_vanished, step), f"restoring checkpoint step {step}")
+        continue
+      self._damaged(step, reason, detail, quiet=explicit)
+      if explicit:
+        self._decide(
+          functools.partial(self._raise_damaged, step, reason, detail), f"restoring checkpoint step {step}"
+        )
+
+  def _raise_vanished(self, step: int):
+    raise NoCheckpointError(
+      f"checkpoint step {step} in {self.directory} was removed by the trainer's retention while being "
+      f"read; available: {self.all_steps()}"
+    )
+
+  def _raise_damaged(self, step: int, reason: str, detail: str):
+    raise CheckpointDamagedError(
+      f"checkpoint step {step} in {self.directory} is damaged ({reason}: {detail}); complete checkpoints: "
+      f"{self.all_steps()}",
+      step,
+      reason,
+      detail,
+    )
 
   def _damaged(self, step: int, reason: str, detail: str, quiet: bool = False) -> None:
     identity = self._identity(step)
     if identity is not None and reason not in ("empty", "no-manifest", "bad-manifest"):
       self._skipped[identity] = (reason, detail)  # the others are re-detected by every listing
-    if not quiet and (step, reason) not in self._reported:
+    if not quiet and (step, reason) not in self._reported and (self._primary or not self._multi):
       self._reported.add((step, reason))
       log.warning(
         "checkpoint step %d in %s is damaged (%s: %s); skipped and left in place",
@@ -425,6 +565,19 @@ class Checkpointer(CheckpointReader):
   directories to `damaged/`, all synchronously. `async_save` writes in the background;
   errors of a background save surface at the next `save`, `wait` or `close`.
   Raises CheckpointWriteError if the directory cannot be created or written.
+
+  Multi-process runs (after `jax.distributed.initialize`): every process opens the
+  writer and calls `save`, `wait` and `close` at the same points (each writes its
+  shards of the state through Orbax). Process 0 alone takes the lock, removes
+  leftovers, moves damaged checkpoints aside, hashes the files into the manifest,
+  renames `N.pending` to `N` and applies retention; it does so once every process's
+  files are complete (Orbax's barrier), and every process waits for that commit
+  (a barrier of JAX's coordination service, bounded by `GENJAX_CHECKPOINT_TIMEOUT`)
+  before its save counts as finished. An error on any process (process 0 cannot open
+  the directory, a save failed somewhere) is raised on every process at the same call
+  (`distributed.agree`): the failing one raises its own error, the others a
+  `distributed.PeerError` quoting it. The directory must be one every process sees
+  (a shared filesystem): the others check that they see process 0's lock.
   """
 
   writes = True
@@ -443,31 +596,66 @@ class Checkpointer(CheckpointReader):
     self.keep = keep
     self.async_save = async_save
     self.damaged_dir = os.path.join(self.directory, DAMAGED_DIR)
-    self._primary = jax.process_index() == 0
     self._guard = threading.RLock()  # listing and moving, between the caller and the save thread
     self._thread: threading.Thread | None = None
     self._error: BaseException | None = None
+    self._saving: int | None = None  # the step of the save in flight
     self._closed = False
     self._lock: DirectoryLock | None = None
+    self._timeout = io.checkpoint_timeout()
+    error = None
     if self._primary:
-      if os.path.exists(self.directory) and not os.path.isdir(self.directory):
-        raise ValueError(f"checkpoint directory {self.directory} is a file; expected a directory")
       try:
-        os.makedirs(self.directory, exist_ok=True)
-        if not os.access(self.directory, os.W_OK | os.X_OK):  # fail now, not at the first save
-          code = errno.EROFS if os.statvfs(self.directory).f_flag & os.ST_RDONLY else errno.EACCES
-          raise OSError(code, os.strerror(code), self.directory)
-        self._lock = DirectoryLock(os.path.join(self.directory, WRITER_LOCK), "checkpoint directory").acquire()
-        self._remove_leftovers()
-        self._scan()  # moves incomplete step directories aside
-      except OSError as e:
+        self._open()
+      except Exception as e:  # noqa: BLE001 - raised below, on every process
+        error = e
+    what = f"opening checkpoint directory {self.directory}"
+    distributed.agree(error, what)  # one process: raises `error`, if any
+    if self._multi:
+      lock_record = self._decide(lambda: _read_lock_record(self.directory), what)
+      try:
+        self._check_shared(lock_record)
+      except CheckpointError as e:
+        error = e
+      try:
+        distributed.agree(error, what)
+      except BaseException:
         if self._lock is not None:
           self._lock.release()
-        error = CheckpointWriteError(f"cannot write to checkpoint directory {self.directory}: {e.strerror or e}")
-        error.errno = e.errno
-        raise error from None
+        raise
     self._ckptr = ocp.AsyncCheckpointer(io.composite_handler(), async_options=io.orbax_options())
     io.quiet_orbax(+1)
+
+  def _open(self) -> None:
+    """Process 0: creates the directory, takes the lock, removes leftovers, moves damage aside."""
+    if os.path.exists(self.directory) and not os.path.isdir(self.directory):
+      raise ValueError(f"checkpoint directory {self.directory} is a file; expected a directory")
+    try:
+      os.makedirs(self.directory, exist_ok=True)
+      if not os.access(self.directory, os.W_OK | os.X_OK):  # fail now, not at the first save
+        code = errno.EROFS if os.statvfs(self.directory).f_flag & os.ST_RDONLY else errno.EACCES
+        raise OSError(code, os.strerror(code), self.directory)
+      self._lock = DirectoryLock(os.path.join(self.directory, WRITER_LOCK), "checkpoint directory").acquire()
+      self._remove_leftovers()
+      self._scan()  # moves incomplete step directories aside
+    except OSError as e:
+      if self._lock is not None:
+        self._lock.release()
+      error = CheckpointWriteError(f"cannot write to checkpoint directory {self.directory}: {e.strerror or e}")
+      error.errno = e.errno
+      raise error from None
+
+  def _check_shared(self, lock_record: dict | None) -> None:
+    """Processes other than 0: CheckpointError unless they see the lock process 0 just took."""
+    if self._primary:
+      return
+    mine = _read_lock_record(self.directory)
+    if lock_record is None or mine != lock_record:
+      raise CheckpointError(
+        f"process {jax.process_index()} does not see the checkpoint directory {self.directory} that process 0 "
+        f"opened (its lock file {WRITER_LOCK} differs or is missing there): every process must see the workdir "
+        f"on one shared filesystem (NFS, Lustre, GCS FUSE, ...)"
+      )
 
   @classmethod
   def reader(cls, directory: str, best_metric: str | None = None, best_mode: str = "min") -> CheckpointReader:
@@ -551,7 +739,7 @@ class Checkpointer(CheckpointReader):
     """
     if self._closed:
       raise ValueError(f"save() on a closed Checkpointer of {self.directory}")
-    self._join()
+    self._join(agree=True)
     step = int(jax.device_get(state.step))
     bad = nonfinite_leaves(state)
     if bad:
@@ -587,21 +775,30 @@ class Checkpointer(CheckpointReader):
         force=True,
       )
     except Exception as e:
+      # Raised here only: the other processes may be inside Orbax's own collectives, where a
+      # collective of ours would not match theirs. This process then stops (fail-fast), and
+      # theirs fail within a second ("Connection closed by peer").
       error = self._write_error(e, step, nbytes)
       if error is None:
         raise
       raise error from e
+    self._saving = step
+    barrier_key = f"genjax_checkpoint_commit_{next(_SAVES)}_{step}"
     if self.async_save:
       self._thread = threading.Thread(
-        target=self._finish, args=(step, pending, meta, nbytes, True), name=f"genjax-checkpoint-{step}"
+        target=self._finish, args=(step, pending, meta, nbytes, barrier_key), name=f"genjax-checkpoint-{step}"
       )
       self._thread.start()
     else:
-      self._finish(step, pending, meta, nbytes, False)
+      self._finish(step, pending, meta, nbytes, barrier_key)
+      self._join(agree=True)
     return step
 
-  def _finish(self, step: int, pending: str, meta: dict, nbytes: int, background: bool) -> None:
-    """Waits for Orbax, writes the manifest, renames `N.pending` to `N`, applies retention."""
+  def _finish(self, step: int, pending: str, meta: dict, nbytes: int, barrier_key: str) -> None:
+    """Waits for Orbax (every process's files), then process 0 writes the manifest, renames
+    `N.pending` to `N` and applies retention; every process then waits for the others (multi-process
+    runs). The error, if any, is kept for `_join`."""
+    error = None
     try:
       self._ckptr.wait_until_finished()
       if self._primary:
@@ -615,21 +812,35 @@ class Checkpointer(CheckpointReader):
           os.rename(pending, final)
           fsync_dir(self.directory)
           self._apply_retention()
-    except BaseException as e:  # noqa: BLE001 - stored for the caller's thread
+    except BaseException as e:  # noqa: BLE001 - kept for the caller's thread
       error = self._write_error(e, step, nbytes)
       if error is not None:
         error.__cause__ = e
-        e = error
-      if not background:
-        raise e
-      self._error = e
+      else:
+        error = e
+    if self._multi:  # every process arrives, also after a failure, so none waits for the timeout
+      try:
+        io.barrier(barrier_key, self._timeout)
+      except Exception as e:  # noqa: BLE001
+        if error is None:
+          error = CheckpointError(
+            f"checkpoint step {step} in {self.directory}: not every process finished saving within "
+            f"{self._timeout} s ({distributed.one_line(e)}; GENJAX_CHECKPOINT_TIMEOUT sets the limit)"
+          )
+    self._error = error
 
-  def _join(self) -> None:
+  def _join(self, agree: bool) -> None:
+    """Waits for the save in flight; raises its error. With `agree` (multi-process runs, every
+    process at the same call) an error on any process is raised on every process."""
     thread, self._thread = self._thread, None
     if thread is not None:
       thread.join()
-    if self._error is not None:
-      error, self._error = self._error, None
+    error, self._error = self._error, None
+    step, self._saving = self._saving, None
+    if agree:
+      if step is not None or error is not None:
+        distributed.agree(error, f"saving checkpoint step {step}")
+    elif error is not None:
       raise error
 
   def _write_error(self, exc: BaseException, step: int, nbytes: int) -> CheckpointWriteError | None:
@@ -654,27 +865,32 @@ class Checkpointer(CheckpointReader):
     return error
 
   def wait(self) -> None:
-    """Blocks until the last save is complete (visible); raises its error, if any."""
-    self._join()
+    """Blocks until the last save is complete (visible to every process); raises its error, if any."""
+    self._join(agree=True)
 
   def close(self) -> None:
     """Finishes the last save (raising its error, if any), then releases the directory.
 
     Always releases Orbax's resources and the lock, and removes what a failed save left
-    behind; calling it again does nothing.
+    behind; calling it again does nothing. Multi-process runs: every process calls it.
     """
+    self._close(agree=True)
+
+  def _close(self, agree: bool) -> None:
+    """`close()`; `agree=False` (an exception in flight, maybe on this process only) makes no
+    collective call and leaves leftovers of other processes' saves to the next start."""
     if self._closed:
       return
     self._closed = True
     try:
-      self._join()
+      self._join(agree=agree)
     finally:
       try:
         self._ckptr.close()
       except Exception as e:  # noqa: BLE001 - its error, if any, was raised by _join already
         log.debug("closing the Orbax checkpointer of %s: %s", self.directory, e)
       super().close()
-      if self._primary:
+      if self._primary and (agree or not self._multi):
         try:
           self._remove_leftovers()
         except OSError:
@@ -688,6 +904,6 @@ class Checkpointer(CheckpointReader):
       self.close()
       return
     try:
-      self.close()
+      self._close(agree=False)
     except Exception as e:  # noqa: BLE001 - do not mask the exception in flight
       log.warning("while closing checkpoints in %s: %s", self.directory, e)

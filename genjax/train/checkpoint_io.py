@@ -8,6 +8,10 @@
 - `write_errno(exc)`: the errno of a full disk or a permission failure anywhere in an
   exception chain, including tensorstore's `[os_error_code='28']` messages.
 - `free_bytes(path)`, `format_size(n)`: for the one-line message.
+- `checkpoint_timeout()`: how long a multi-process save may wait for the other processes
+  (`GENJAX_CHECKPOINT_TIMEOUT` seconds, default 1200, Orbax's own default), and
+  `barrier(key, seconds)`: a barrier of every process through JAX's coordination service,
+  safe from a background thread (Orbax's `multihost.get_barrier_sync_fn`).
 """
 
 from __future__ import annotations
@@ -34,9 +38,37 @@ _WRITE_ERROR_TEXT = {
 }
 
 
+ENV_CHECKPOINT_TIMEOUT = "GENJAX_CHECKPOINT_TIMEOUT"
+DEFAULT_CHECKPOINT_TIMEOUT = 1200
+
+
+def checkpoint_timeout(environ: dict | None = None) -> int:
+  """Seconds a save may take from its start until every process has written its part and the
+  checkpoint is committed: `GENJAX_CHECKPOINT_TIMEOUT`, default 1200. Raises ValueError naming
+  the variable for a value that is not a positive integer."""
+  raw = (os.environ if environ is None else environ).get(ENV_CHECKPOINT_TIMEOUT, "")
+  if raw == "":
+    return DEFAULT_CHECKPOINT_TIMEOUT
+  if not raw.isdigit() or int(raw) < 1:
+    raise ValueError(f"{ENV_CHECKPOINT_TIMEOUT}={raw!r} is not an integer >= 1 (seconds)")
+  return int(raw)
+
+
+def barrier(key: str, seconds: float) -> None:
+  """Waits until every process has reached the barrier `key` (unique per use), at most `seconds`.
+
+  Through JAX's coordination service, not a device collective, so it may run in a save's
+  background thread while the main thread trains. Does nothing with one process. Raises
+  whatever the coordination service raises on a timeout (DEADLINE_EXCEEDED).
+  """
+  from orbax.checkpoint import multihost
+
+  multihost.get_barrier_sync_fn()(key=key, timeout_ms=max(int(seconds * 1000), 1))
+
+
 def orbax_options() -> ocp.AsyncOptions:
   """Directories created inside save(): an unwritable directory fails there, not in a waiting thread."""
-  return ocp.AsyncOptions(create_directories_asynchronously=False)
+  return ocp.AsyncOptions(create_directories_asynchronously=False, timeout_secs=checkpoint_timeout())
 
 
 def composite_handler() -> ocp.CompositeCheckpointHandler:

@@ -48,7 +48,12 @@ class Experiment:
       raise
     except ValueError as e:  # a dataset or a family refusing this config: the user's to fix
       raise UsageError(str(e)) from e
-    self.mesh = mesh if mesh is not None else sharding.make_mesh(self.run.num_devices)
+    if mesh is None:
+      try:  # num_devices counts the devices of every process (see sharding.mesh_devices)
+        mesh = sharding.make_mesh(self.run.num_devices)
+      except ValueError as e:
+        raise UsageError(str(e)) from e
+    self.mesh = mesh
     devices, multiple = self.mesh.devices.size, self.family.batch_multiple()
     if self.run.train.batch_size % (devices * multiple):
       why = f"{devices} device(s)" + (f" x {multiple}, the family's batch multiple" if multiple > 1 else "")
@@ -178,7 +183,7 @@ class Experiment:
     key = self.eval_key() if key is None else key
     source = self.evaluation_source(split, evaluation)
     batch_size = evaluation.batch_size or self.run.eval.batch_size
-    devices = self.mesh.devices.size * self.process_count
+    devices = self.mesh.devices.size  # every process's devices (the mesh is global)
     # A split smaller than a batch is scored in one batch no larger than needed: padded
     # rows cost as much as real ones (T network calls each for a diffusion bound).
     batch_size = min(batch_size, -(-len(source) // devices) * devices)

@@ -32,6 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from genjax import distributed
 from genjax.eval import render
 from genjax.schema import UsageError
 from genjax.train import sharding
@@ -68,7 +69,13 @@ def train_and_evaluate(config: Any, workdir: str, mesh: jax.sharding.Mesh | None
   before that point stays in place, so the run can be inspected or resumed.
   """
   is_chief = jax.process_index() == 0
-  lock = workdir_lib.lock_workdir(workdir) if is_chief else None
+  lock, error = None, None
+  if is_chief:  # one lock per run; with several processes, process 0 holds it for all
+    try:
+      lock = workdir_lib.lock_workdir(workdir)
+    except (workdir_lib.WorkdirBusyError, workdir_lib.WorkdirError) as e:
+      error = e
+  distributed.agree(error, f"locking workdir {workdir}")  # every process stops alike if process 0 could not
   try:
     return _train(config, workdir, mesh, is_chief)
   finally:
@@ -81,7 +88,7 @@ def _train(config: Any, workdir: str, mesh, is_chief: bool) -> dict:
   exp = Experiment(config, mesh)
   tc = exp.run.train
   with exp.checkpointer(workdir) as ckpt:
-    restored = bool(ckpt.all_steps())
+    restored = bool(ckpt.shared_steps())  # process 0's listing, on every process
     if saved is not None and restored:
       bad = workdir_lib.check_resume(saved, config)
       if bad:
@@ -197,6 +204,7 @@ def _loop(exp: Experiment, state, position: int, start: int, ckpt, workdir: str,
         grid = sample_grid(
           exp.eval_params(state), state.model_state, exp.sample_key(), grid_batch, num=num_samples
         )
+        grid = distributed.to_host(grid)  # whole on every process (a collective where it is split)
         if is_chief:
           render.save_figure(os.path.join(workdir, "samples", f"step_{s:07d}.png"), grid, extent)
           if writer:
