@@ -14,7 +14,9 @@ import genjax.data
 from genjax import diffusion
 from genjax.models import FigureOptions
 from genjax.models.ddpm import GUIDANCE_SCALES, DDPMFamily
+from genjax.nn.unet import UNet
 from genjax.schema import ConfigError
+from genjax.train.state import param_count
 from tests.helpers import run_module, tiny_config
 
 
@@ -37,6 +39,20 @@ def conditional():
   family, splits = _family()
   batch = splits["test"][np.arange(6)]
   return family, splits, batch, _init(family, batch)
+
+
+def test_unet_label_embedding_adds_only_its_table():
+  base = UNet(ch=8, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), norm_groups=4)
+  cond = base.clone(num_classes=10)
+  x, t = jax.ShapeDtypeStruct((2, 8, 8, 1), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32)
+  p0 = jax.eval_shape(base.init, jax.random.key(0), x, t)["params"]
+  p1 = jax.eval_shape(cond.init, jax.random.key(0), x, t, label=t)["params"]
+  assert set(p1) - set(p0) == {"label_emb"} and p1["label_emb"]["embedding"].shape == (11, 32)  # K + null, 4 ch
+  assert param_count(p1) - param_count(p0) == 11 * 32
+  with pytest.raises(ValueError, match="class-conditional network needs label int32\\[2\\], got None"):
+    jax.eval_shape(cond.init, jax.random.key(0), x, t)
+  with pytest.raises(ValueError, match="unconditional \\(num_classes=0\\) but was given labels"):
+    jax.eval_shape(base.init, jax.random.key(0), x, t, label=t)
 
 
 def test_guided_eps_is_the_formula_from_one_call_on_the_doubled_batch():
