@@ -73,6 +73,8 @@ class FeatureClassifier:
     """`uint8[N, H, W, C]` -> penultimate features `float32[N, hidden]`."""
     return self._apply(self.params, jnp.asarray(images))[0]
 
+  __call__ = features  # a feature network: `clf(images)` is `clf.features(images)`
+
   def logits(self, images) -> jax.Array:
     return self._apply(self.params, jnp.asarray(images))[1]
 

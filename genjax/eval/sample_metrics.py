@@ -10,7 +10,12 @@ samples, the key and, for images, the feature network.
   (`feature_network`: 'classifier' is the dataset's own classifier,
   `genjax.eval.feature_classifier`; 'inception' the FID Inception-v3 of
   `genjax.eval.inception` from a user-converted `.npz`), and as a floor the same
-  distance between the test split and as many train images.
+  distance between the test split and as many train images. A conditional family
+  (`family.conditional`) draws its samples for the classes in turn (class-balanced, like
+  the test split), and when the feature network is the dataset's classifier the
+  samples are also classified: `sample_class_accuracy` is the fraction classified as
+  the class they were drawn for (with the classifier's test accuracy beside it, the
+  ceiling real images reach).
 * Vectors (`vector_statistics`): the energy distance to the test split and its noise
   floor (a fresh target sample of the same size against the same test points); on the
   toys of `genjax.data.toy` with Gaussian modes, the fraction of samples nearest each
@@ -32,6 +37,7 @@ import numpy as np
 from genjax import distributed
 from genjax.data.toy import TOYS
 from genjax.eval import frechet
+from genjax.eval.feature_classifier import FeatureClassifier, load_or_train
 from genjax.eval.toy_metrics import energy_distance, mode_statistics
 
 CHUNK = 500
@@ -54,8 +60,11 @@ class SampleStatistics:
       raise ValueError(f"the number of samples for sample statistics must be positive, got {self.num}")
 
 
-def generate_many(family: Any, params: Any, model_state: Any, key: jax.Array, num: int) -> np.ndarray:
-  """`num` samples from `family.generate` in compiled chunks of up to `CHUNK` (key folded per chunk).
+def generate_many(
+  family: Any, params: Any, model_state: Any, key: jax.Array, num: int, labels: np.ndarray | None = None
+) -> np.ndarray:
+  """`num` samples from `family.generate` in compiled chunks of up to `CHUNK` (key folded per chunk);
+  `labels int[num]` are passed on, chunk by chunk, to a conditional family.
 
   Multi-process runs: call it on every process; each gets all `num` samples (a chunk split
   over processes is gathered, `distributed.to_host`), so the statistics agree everywhere.
@@ -63,18 +72,28 @@ def generate_many(family: Any, params: Any, model_state: Any, key: jax.Array, nu
   gen = jax.jit(family.generate, static_argnames="num")
   out = []
   for i, start in enumerate(range(0, num, CHUNK)):
-    chunk = gen(params, model_state, jax.random.fold_in(key, i), num=min(CHUNK, num - start))
+    n, k = min(CHUNK, num - start), jax.random.fold_in(key, i)
+    if labels is None:
+      chunk = gen(params, model_state, k, num=n)
+    else:
+      chunk = gen(params, model_state, k, num=n, labels=np.asarray(labels[start : start + n]))
     out.append(distributed.to_host(chunk))
   return np.concatenate(out)
+
+
+def class_cycle(family: Any, num: int) -> np.ndarray | None:
+  """The labels a conditional family's samples are drawn for: `int32[num]`, the classes in
+  turn (0, 1, ..., K-1, 0, ...); None for an unconditional family."""
+  if not family.conditional:
+    return None
+  return (np.arange(num) % max(family.num_classes, 1)).astype(np.int32)
 
 
 def feature_network(eval_config: Any, info: Any, splits: dict) -> tuple[Callable, dict]:
   """The `features(images) -> [N, F]` callable `eval.feature_net` names, and a description of it."""
   if eval_config.feature_net == "classifier":
-    from genjax.eval.feature_classifier import load_or_train
-
-    clf = load_or_train(info, splits)
-    return clf.features, {"feature_net": "classifier", "feature_classifier_test_accuracy": clf.test_accuracy}
+    clf = load_or_train(info, splits)  # callable: its features; image_statistics also uses its logits
+    return clf, {"feature_net": "classifier", "feature_classifier_test_accuracy": clf.test_accuracy}
   from genjax.eval import inception
 
   path = eval_config.inception_weights
@@ -98,11 +117,14 @@ def _all(source, limit: int | None = None) -> dict:
 
 
 def image_statistics(family: Any, params: Any, model_state: Any, splits: dict, options: SampleStatistics) -> dict:
-  """The Frechet distance of `options.num` samples to the test split, and the test-vs-train floor."""
+  """The Frechet distance of `options.num` samples to the test split, and the test-vs-train floor;
+  for a conditional family with the dataset classifier as feature network (a
+  `FeatureClassifier`), `sample_class_accuracy` of the samples against their labels."""
   if options.features is None:
     raise ValueError("image statistics need a feature network (SampleStatistics.features)")
   test = _all(splits["test"])["image"]
-  fake = generate_many(family, params, model_state, options.key, options.num)
+  labels = class_cycle(family, options.num)
+  fake = generate_many(family, params, model_state, options.key, options.num, labels)
 
   def stats(images):
     return frechet.feature_statistics(frechet.batched_features(options.features, images))
@@ -117,8 +139,16 @@ def image_statistics(family: Any, params: Any, model_state: Any, splits: dict, o
     frechet_num_test=len(test),
     frechet_num_train=len(train),
   )
+  if labels is not None and isinstance(options.features, FeatureClassifier):
+    out["sample_class_accuracy"] = class_accuracy(options.features, fake, labels)
   out.update(family.sample_statistics(params, model_state, fake))
   return out
+
+
+def class_accuracy(classifier: FeatureClassifier, images: np.ndarray, labels: np.ndarray) -> float:
+  """The fraction of `images uint8[N, H, W, C]` that `classifier` assigns to their `labels int[N]`."""
+  logits = frechet.batched_features(classifier.logits, images)
+  return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(labels)))
 
 
 def vector_statistics(family: Any, params: Any, model_state: Any, splits: dict, options: SampleStatistics) -> dict:

@@ -11,6 +11,12 @@ nearest-neighbour upsampling + conv between levels; group norm, swish and a
 zero-initialized 3x3 output conv. The time embedding is sinusoidal (`ch` features)
 fed through Dense(4 ch)-swish-Dense(4 ch).
 
+Class conditioning (classifier-free guidance, Ho & Salimans 2022): with
+`num_classes = K > 0` the network takes `label int32[B]` in `[0, K]` and adds a learned
+embedding of it (`K + 1` entries; entry `K` is the "null" label of the unconditional
+model) to the time embedding. With `num_classes = 0` (the default) there is no label
+input and no extra parameter. `TimeMLP` does the same for vectors.
+
 Inputs whose size is not divisible by `2 ** (levels - 1)` (or smaller than `pad_to`)
 are zero-padded symmetrically inside the network and the output is cropped back:
 28x28 digits run as 32x32 through a 4-level U-Net while the diffusion process itself
@@ -47,6 +53,19 @@ def _norm(channels: int, max_groups: int, name: str) -> nn.GroupNorm:
 
 
 _zero = nn.initializers.zeros
+
+
+def _add_label_embedding(temb: jax.Array, label: jax.Array | None, num_classes: int) -> jax.Array:
+  """`temb [B, E]` plus a learned embedding `[num_classes + 1, E]` of `label int32[B]` (entry
+  `num_classes` = the null label); `temb` itself when `num_classes == 0` (no label, no parameter)."""
+  if num_classes <= 0:
+    if label is not None:
+      raise ValueError("this network is unconditional (num_classes=0) but was given labels")
+    return temb
+  if label is None or label.shape != temb.shape[:1]:
+    got = None if label is None else label.shape
+    raise ValueError(f"a class-conditional network needs label int32[{temb.shape[0]}], got {got}")
+  return temb + nn.Embed(num_classes + 1, temb.shape[-1], name="label_emb")(label)
 
 
 class ResBlock(nn.Module):
@@ -94,6 +113,7 @@ class UNet(nn.Module):
   dropout: float = 0.1
   norm_groups: int = 32
   pad_to: int = 0  # pad H and W up to at least this (and to a multiple of 2**(levels-1))
+  num_classes: int = 0  # > 0: take `label int32[B]` in [0, num_classes] (num_classes = the null label)
 
   def padding(self, height: int, width: int) -> tuple[int, int]:
     """The padded `(H, W)` the network runs at."""
@@ -101,7 +121,7 @@ class UNet(nn.Module):
     return tuple(max(-(-s // f) * f, -(-self.pad_to // f) * f) for s in (height, width))
 
   @nn.compact
-  def __call__(self, x: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, t: jax.Array, train: bool = False, label: jax.Array | None = None) -> jax.Array:
     if x.ndim != 4:
       raise ValueError(f"UNet expects x [B, H, W, C], got shape {x.shape}")
     b, height, width, channels = x.shape
@@ -112,6 +132,7 @@ class UNet(nn.Module):
     temb = timestep_embedding(t, self.ch)
     temb = nn.Dense(4 * self.ch, name="temb_0")(temb)
     temb = nn.Dense(4 * self.ch, name="temb_1")(nn.swish(temb))
+    temb = _add_label_embedding(temb, label, self.num_classes)
 
     def res(h, out_ch, name):
       return ResBlock(out_ch, self.dropout, self.norm_groups, name=name)(h, temb, train)
@@ -146,19 +167,22 @@ class UNet(nn.Module):
 
 
 class TimeMLP(nn.Module):
-  """Epsilon network for vectors: `(x [B, D], t int32[B], train) -> [B, D]`.
+  """Epsilon network for vectors: `(x [B, D], t int32[B], train, label) -> [B, D]`.
 
-  The sinusoidal embedding of `t` goes through Dense-swish-Dense and is added to
-  every hidden layer (Dense, + time projection, swish).
+  The sinusoidal embedding of `t` goes through Dense-swish-Dense (plus the label
+  embedding when `num_classes > 0`, as in `UNet`) and is added to every hidden layer
+  (Dense, + time projection, swish).
   """
 
   hidden: Sequence[int] = (128, 128, 128)
   temb_dim: int = 64
+  num_classes: int = 0  # > 0: take `label int32[B]` in [0, num_classes] (num_classes = the null label)
 
   @nn.compact
-  def __call__(self, x: jax.Array, t: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, x: jax.Array, t: jax.Array, train: bool = False, label: jax.Array | None = None) -> jax.Array:
     temb = timestep_embedding(t, self.temb_dim)
     temb = nn.Dense(self.temb_dim, name="temb_1")(nn.swish(nn.Dense(self.temb_dim, name="temb_0")(temb)))
+    temb = _add_label_embedding(temb, label, self.num_classes)
     h = x
     for i, width in enumerate(self.hidden):
       h = nn.Dense(width, name=f"dense_{i}")(h) + nn.Dense(width, name=f"temb_proj_{i}")(temb)
