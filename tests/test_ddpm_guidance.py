@@ -127,7 +127,7 @@ def test_label_dropout_rate_and_the_null_label_in_the_loss():
 
     def manual(labels):
       eps = family.eps_fn(params, train=True, key=k_drop, labels=labels)(xt, t)
-      return jnp.mean(diffusion.simple_loss(noise, eps))
+      return jnp.mean(diffusion.simple_loss(noise, eps, event_ndims=3))
 
     return family.loss(params, {}, batch, key)[0], manual(used), manual(batch["label"]), used
 
@@ -146,7 +146,7 @@ def test_conditional_bound_is_given_the_true_label(conditional):
   def bounds(params):
     def bound(labels):
       eps_fn = family.eps_fn(params, labels=jnp.asarray(labels, jnp.int32))
-      return diffusion.full_bound(family.schedule, eps_fn, k_bound, x0, "fixed_small", True)["total"]
+      return diffusion.full_bound(family.schedule, eps_fn, k_bound, x0, "fixed_small", clip_denoised=True)["total"]
 
     out = family.evaluate(params, {}, batch, jax.random.key(3), full_bound=True)
     return out["nll_bound"], bound(batch["label"]), bound((batch["label"] + 1) % 10)
@@ -175,8 +175,10 @@ def test_unconditional_model_is_unchanged_by_conditioning():
     x0 = jnp.asarray(batch["image"], jnp.float32) / 127.5 - 1.0
     t = jax.random.randint(k_t, (8,), 0, family.num_timesteps)
     xt, noise = diffusion.q_sample(family.schedule, k_noise, x0, t)
-    loss = jnp.mean(diffusion.simple_loss(noise, old_eps(params, True, k_drop)(xt, t)))
-    return loss, diffusion.ancestral_sample(family.schedule, old_eps(params), key, shape, "fixed_small", True)
+    loss = jnp.mean(diffusion.simple_loss(noise, old_eps(params, True, k_drop)(xt, t), event_ndims=len(shape) - 1))
+    return loss, diffusion.ancestral_sample(
+      family.schedule, old_eps(params), key, shape, "fixed_small", clip_denoised=True
+    )
 
   def new(params):  # (both samplers take the same eps_fn; DDIM is not run again here)
     return family.loss(params, {}, batch, key)[0], family.sample_model(params, key, 3)
@@ -253,7 +255,10 @@ def test_cli_samples_a_class_with_guidance_on_the_tiny_preset(tmp_path):
   ckpt = exp.checkpointer(workdir, async_save=False)
   ckpt.save(exp.init_state(), data_position=0)
   ckpt.close()
-  exp.write_config(workdir)
+  from genjax.train.loop import _config_json
+  from genjax.train.workdir import commit_config
+
+  commit_config(workdir, _config_json(exp.config))
   cfg = "--config=configs/ddpm.py:conditional,tiny"
   for args in (["--label=3", "--guidance=3", "--num=8"], ["--kind=guidance"]):
     out = str(tmp_path / f"{len(args)}.png")
