@@ -263,3 +263,16 @@ def test_a_full_disk_stops_the_run_in_one_line(tmp_path):
       assert step == saved[-1] and int(state.step) == step
   finally:
     subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_a_run_saved_before_a_shared_key_existed_stays_readable(tmp_path):
+  """A config.json written before `train.profile_steps` was added is read with that key's default."""
+  from genjax.configs import _saved
+  from genjax.train.workdir import commit_config
+
+  config = tiny_config()
+  saved = json.loads(config.to_json_best_effort())
+  del saved["train"]["profile_steps"]
+  commit_config(str(tmp_path), json.dumps(saved))
+  got = _saved.get_config(str(tmp_path))
+  assert got.train.profile_steps == 0 and got.model.to_dict() == config.model.to_dict()
