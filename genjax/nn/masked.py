@@ -88,18 +88,46 @@ def vertical_mask(
   return m
 
 
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def masked_conv(x: jax.Array, kernel: jax.Array, m: np.ndarray) -> jax.Array:
+  """SAME convolution of `x` `[B, H, W, Cin]` with `kernel * m` (HWIO), no bias.
+
+  Computed over only the kernel rows and columns where the mask `m` (a numpy array,
+  `kernel`'s shape) has a non-zero entry: a type-B 3x3 mask needs 2 x 3 taps, a type-A
+  7x7 one 4 x 7, a first-layer vertical-stack one its 3 top rows, a type-A 1 x 7
+  horizontal one (single colour channel) 1 x 3; the padding is shifted to match (it may
+  be negative: rows past the kernel's last used row are cropped). A remaining 1 x 1
+  kernel at the centre is a matrix product over channels. The mask still multiplies the
+  cropped kernel where it has zeros inside the crop (the centre row's right half, the
+  centre tap's colour groups). The same linear map as the full masked kernel (equal up
+  to float rounding: fewer terms are summed), with the same, exactly zero, gradient for
+  every masked-out kernel entry. On XLA:CPU this avoids the multiplications by zero and
+  the slow convolution weight-gradients of 1 x 1 kernels (`benchmarks`, README).
+  """
+  kh, kw = m.shape[:2]
+  rows = np.flatnonzero(m.any(axis=(1, 2, 3)))
+  cols = np.flatnonzero(m.any(axis=(0, 2, 3)))
+  if rows.size == 0:
+    return jnp.zeros(x.shape[:-1] + (m.shape[-1],), x.dtype)
+  r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+  mc = m[r0:r1, c0:c1]
+  kc = kernel[r0:r1, c0:c1]
+  if not mc.all():
+    kc = kc * jnp.asarray(mc, kernel.dtype)
+  if kc.shape[:2] == (1, 1) and (r0, c0) == (kh // 2, kw // 2):
+    return jnp.dot(x, kc[0, 0])
+  padding = ((kh // 2 - r0, r1 - 1 - kh // 2), (kw // 2 - c0, c1 - 1 - kw // 2))
+  return jax.lax.conv_general_dilated(x, kc, (1, 1), padding, dimension_numbers=_DN)
+
+
 def _conv(module: nn.Module, x: jax.Array, m: np.ndarray) -> jax.Array:
-  """SAME conv of `x` `[B, H, W, Cin]` with a masked kernel param and a bias param."""
+  """`masked_conv` with a kernel param `[kh, kw, Cin, Cout]` (lecun-normal over the full
+  kernel shape, masked entries included) and a bias param `[Cout]`."""
   kernel = module.param("kernel", nn.initializers.lecun_normal(), m.shape)
   bias = module.param("bias", nn.initializers.zeros_init(), (m.shape[-1],))
-  y = jax.lax.conv_general_dilated(
-    x,
-    kernel * jnp.asarray(m, kernel.dtype),
-    window_strides=(1, 1),
-    padding="SAME",
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-  )
-  return y + bias
+  return masked_conv(x, kernel, m) + bias
 
 
 class MaskedConv(nn.Module):
