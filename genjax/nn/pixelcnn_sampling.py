@@ -22,29 +22,35 @@ value before it.
   verifies the result (below): about `2 P` small evaluations plus one full pass.
 
 What is guaranteed: `cached` returns exactly the values (bit for bit) that `naive`
-returns for the same arguments. By construction, not by luck of rounding:
+returns for the same arguments, by construction rather than by luck of rounding:
 
 1. The windows see the same values as the full image wherever the logits depend on
    them, so the cached logits equal the reference logits mathematically; but XLA picks
-   kernels by problem size (on XLA:CPU a 16 -> 32 channel product with fewer than 51
+   kernels by problem size (on XLA:CPU a 16 -> 32 channel product over fewer than 51
    rows takes another kernel than a large one), so they may differ in the last bits.
-2. Verification: the full forward pass of the filled image gives every position's
-   reference logits at once, because a logit does not depend on the values at or after
-   its position (masked taps are exact zeros, so those values only add +-0 to sums; this
-   needs finite activations), and it is the same computation on the same shape as the
-   naive sampler's step. Where a position's cached logits are not equal to these, its
+2. Verification: one forward pass of the whole filled image gives every position's
+   reference logits at once, since a logit does not depend on the values at or after
+   its position (masked taps are exact zeros: those values add only +-0 to sums, given
+   finite activations). Where a position's cached logits are not equal to these, its
    value is drawn again from the reference logits (the same `draw` on the same `[N, K]`
-   shape). At the first position whose value changes, that value is kept, everything
-   before it is now the reference sample, and the cached pass runs again from the
-   next position. So the loop ends with `value_i = draw(key_i, reference logits_i)` at
-   every position, which defines the naive sampler's output.
+   shape). At the first position whose value changes, that value is kept (everything
+   before it is now the reference sample) and the cached pass runs again from the next
+   position. The loop ends with `value_i = draw(key_i, reference logits_i)` at every
+   position, which is what the naive sampler computes.
 
-The tests (`tests/test_pixelcnn_sampling.py`, `tests/test_pixelcnn.py`) check the
-equality with a `draw` that hashes every bit of the logits (so any difference in any
-logit would show), and with the family's softmax / Bernoulli draws at temperatures 0 and
-1, conditional, completion, both networks; and that the cached logits match the
-reference to float rounding, so the extra rounds are rare (about one per million draws;
-none at the default config, where the logits are equal bit for bit).
+This rests on one assumption about the compiler: the network on the same input shape
+`[N, H, W, C]` gives the same bits in the naive sampler's loop and in the verification
+(the same code on the same shapes; only the surrounding program differs). The tests
+(`tests/test_pixelcnn_sampling.py`, `tests/test_pixelcnn.py`) check the end result with a
+`draw` that hashes every bit of the logits (any difference in any logit would show) and
+with the family's softmax / Bernoulli draws at temperatures 0 and 1, conditional and
+completion, for both networks; and that one cached pass's logits match the reference to
+float rounding. Cost: a cached pass, one full pass, and, where the logits differ in the
+last bits (on XLA:CPU: small batches), a second draw per position; a value changes only
+where a draw falls within that rounding (about 1e-6 relative) of a decision boundary,
+roughly once in 10^5 draws or fewer, costing one more cached pass from there. At the default config with 16 images
+the cached logits are equal bit for bit and nothing is drawn twice. Memory: the logits
+of every position `[H*W*C, N, K]` are kept (as large as one full pass's logits).
 
 Requirements: `to_input` (values -> network input) is elementwise, and `draw` is a
 deterministic function of its key and logits.
