@@ -17,7 +17,10 @@ fp32 on the CPU with `--threads` intra-op threads. The genjax step also clips th
 norm and updates an EMA of the parameters (a few elementwise passes over 53k numbers).
 
 Prints one JSON line: steps/s (the median of `--repeats` timed blocks of `--steps` steps),
-batch, parameter count, threads, torch version.
+the fastest block, the process CPU time per step (all threads; less sensitive than wall
+time to other work on a shared machine, though OpenMP threads that spin while waiting add
+to it: `OMP_WAIT_POLICY=PASSIVE` stops that), batch, parameter count, threads, torch
+version.
 """
 
 from __future__ import annotations
@@ -75,12 +78,13 @@ def main() -> None:
 
   for _ in range(args.warmup):
     step()
-  times = []
+  times, cpu = [], []
   for _ in range(args.repeats):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
       step()
     times.append((time.perf_counter() - t0) / args.steps)
+    cpu.append((time.process_time() - c0) / args.steps)
   median = statistics.median(times)
   print(
     json.dumps(
@@ -89,6 +93,8 @@ def main() -> None:
         "batch_size": args.batch,
         "steps_per_sec": 1.0 / median,
         "step_ms_median": 1e3 * median,
+        "step_ms_min": 1e3 * min(times),
+        "cpu_ms_per_step_median": 1e3 * statistics.median(cpu),
         "param_count": sum(p.numel() for p in model.parameters()),
         "threads": args.threads,
         "dtype": "float32",
