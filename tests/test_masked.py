@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genjax.nn.masked import GatedPixelCNN, MaskedConv, PixelCNN, mask, vertical_mask
+from genjax.nn.masked import GatedPixelCNN, MaskedConv, PixelCNN, mask, masked_conv, vertical_mask
 
 
 def _key(seed):
@@ -168,6 +168,68 @@ def test_network_argument_errors():
 
 
 # --- single masked conv ----------------------------------------------------------------
+
+
+def _full_masked_conv(x, kernel, m):
+  """The definition: SAME convolution with the full kernel times the mask."""
+  return jax.lax.conv_general_dilated(
+    x, kernel * jnp.asarray(m), (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
+
+
+MASKS = [
+  *[
+    (f"{t}-{k[0]}x{k[1]}-C{c}", mask(k, 6, 6, t, c))
+    for t in "AB"
+    for k in [(1, 1), (1, 3), (1, 7), (3, 3), (5, 3), (7, 7)]
+    for c in (1, 3)
+  ],
+  *[(f"vertical-{k}x{k}-centre{r}", vertical_mask((k, k), 6, 6, r)) for k in (3, 7) for r in (False, True)],
+]
+
+
+@pytest.mark.parametrize("name, m", MASKS, ids=[n for n, _ in MASKS])
+def test_masked_conv_is_the_full_masked_kernel_conv(name, m):
+  """`masked_conv` (cropped to the mask's non-zero rows/columns, 1x1 as a matrix product) is
+  the same linear map as the full masked kernel: values and both gradients agree to float
+  rounding, and the gradient of every masked-out kernel entry is exactly zero."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 6, 7, 6)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=m.shape), jnp.float32)
+  probe = jnp.asarray(rng.normal(size=(2, 6, 7, 6)), jnp.float32)
+
+  def values_and_grads(f):
+    loss = lambda x, k: jnp.sum(f(x, k, m) * probe)  # noqa: E731
+    return jax.jit(lambda x, k: (f(x, k, m), *jax.grad(loss, argnums=(0, 1))(x, k)))(x, kernel)
+
+  new, ref = values_and_grads(masked_conv), values_and_grads(_full_masked_conv)
+  for a, b in zip(new, ref, strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+  assert np.all(np.asarray(new[2])[m == 0] == 0.0)
+  if m.any():
+    assert np.all(np.asarray(new[2])[m == 1] != 0.0)
+
+
+# --- network reach ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "net",
+  [PixelCNN(features=8, num_blocks=2, num_logits=2), GatedPixelCNN(features=8, num_layers=3, num_logits=2)],
+  ids=["plain", "gated"],
+)
+def test_context_is_the_exact_reach(net):
+  """`net.context` (used by the cached sampler) bounds what the logits at a pixel depend on:
+  rows i - context .. i and columns j - context .. j + context, and is tight (the logits
+  depend on some input at distance exactly context up, left and up-right)."""
+  h = w = 13
+  x = _image(h, w, 1)
+  jac = _jacobians(net, _params(net, x), _images(h, w, 1, n=2))
+  seen = np.any(jac != 0.0, axis=0).reshape(h, w, h, w)
+  i, j, r = 10, 6, net.context
+  rows, cols = np.nonzero(seen[i, j])
+  assert rows.min() == i - r and rows.max() <= i
+  assert cols.min() == j - r and cols.max() == j + r
 
 
 @pytest.mark.parametrize("mask_type", ["A", "B"])

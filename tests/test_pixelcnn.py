@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import chex
@@ -92,6 +93,51 @@ def test_sampling_is_deterministic_per_key():
   c = np.asarray(sample(params, jax.random.key(8), num=2))
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize(
+  "model, temperatures, complete",
+  [
+    ({"variant": "gated"}, (1.0, 0.0), True),
+    ({"variant": "plain", "likelihood": "bernoulli", "conditional": True}, (1.0,), False),
+    pytest.param({"variant": "plain"}, (1.0, 0.0), True, marks=pytest.mark.slow),
+    pytest.param({"variant": "gated", "likelihood": "bernoulli"}, (1.0, 0.0), True, marks=pytest.mark.slow),
+    pytest.param({"variant": "gated", "conditional": True}, (1.0, 0.0), True, marks=pytest.mark.slow),
+    pytest.param(
+      {"variant": "plain", "likelihood": "bernoulli", "conditional": True}, (0.0,), True, marks=pytest.mark.slow
+    ),
+  ],
+)
+def test_cached_sampler_gives_the_naive_samplers_samples(model, temperatures, complete):
+  """Samples and completions are equal bit for bit, key by key (genjax.nn.pixelcnn_sampling
+  explains why this holds by construction; tests/test_pixelcnn_sampling.py checks it with a
+  draw that sees every bit of the logits)."""
+  family, splits = _family(**model)
+  batch = splits["test"][np.arange(3)]
+  params, _ = family.init(jax.random.key(0), batch)
+  params = _randomize(params)
+  labels = jnp.array([2, 0, 1]) if family.conditional else None
+
+  def both(fn, **kwargs):
+    return [jax.jit(functools.partial(fn, sampler=m, labels=labels, **kwargs)) for m in ("cached", "naive")]
+
+  for t in temperatures:
+    cached, naive = both(family.sample, num=3, temperature=t)
+    for k in range(5) if t else range(2):
+      a, b = np.asarray(cached(params, jax.random.key(k))), np.asarray(naive(params, jax.random.key(k)))
+      np.testing.assert_array_equal(a, b, err_msg=f"sample, temperature {t}, key {k}")
+  if complete:
+    cached, naive = both(family.complete)
+    for k in range(2):
+      a = np.asarray(cached(params, jax.random.key(k), batch["image"]))
+      np.testing.assert_array_equal(a, np.asarray(naive(params, jax.random.key(k), batch["image"])))
+
+
+def test_sampler_name_is_checked():
+  family, splits = _family()
+  params, _ = family.init(jax.random.key(0), splits["test"][np.arange(1)])
+  with pytest.raises(ValueError, match="sampler must be one of \\('cached', 'naive'\\), got 'fast'"):
+    family.sample(params, jax.random.key(0), 1, sampler="fast")
 
 
 def test_conditioning_changes_samples_and_completion_keeps_the_top_half():

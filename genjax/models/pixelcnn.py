@@ -12,11 +12,14 @@ with no dequantization term. `variant` picks the plain residual stack (which has
 blind spot) or the gated stack with vertical and horizontal stacks (which does not).
 `conditional=True` adds a learned label embedding to every layer.
 
-Sampling (`sample`, `complete`) is one compiled program: a `lax.fori_loop` over the
-H*W*C positions, each step a full forward pass whose logits at that position are
-sampled with a softmax temperature (`sampling.temperature`, 0 = arg-max) and a key
-`fold_in(key, position)`. Figures: `samples` (a conditional model: class `--label`, or
-one class per column) and `completion` (test images above their completions).
+Sampling (`sample`, `complete`) is one compiled program that visits the H*W*C
+positions in order and samples each from its logits with a softmax temperature
+(`sampling.temperature`, 0 = arg-max) and a key `fold_in(key, position)`.
+`sampler='cached'` (the default) computes each position's logits from only the part of
+the image they depend on; `sampler='naive'` runs a full forward pass per position (the
+reference; the same samples per key, see `genjax.nn.pixelcnn_sampling`). Figures:
+`samples` (a conditional model: class `--label`, or one class per column) and
+`completion` (test images above their completions).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from genjax import losses
 from genjax.data import preprocess
 from genjax.data.select import balanced_examples
 from genjax.models.base import Family, Figure, FigureOptions, register
+from genjax.nn import pixelcnn_sampling
 from genjax.nn.masked import GatedPixelCNN, PixelCNN
 from genjax.schema import require
 
@@ -175,17 +179,19 @@ class PixelCNNFamily(Family):
       return (logits[:, 0] > 0).astype(jnp.int32)
     return jax.random.bernoulli(key, jax.nn.sigmoid(logits[:, 0] / temperature)).astype(jnp.int32)
 
-  def _fill(self, params, key, values, labels, start: int, temperature: float) -> jax.Array:
+  def _fill(self, params, key, values, labels, start: int, temperature: float, sampler: str) -> jax.Array:
     """Samples positions `start..H*W*C-1` of `values` in order, one compiled loop."""
-    h, w, c = self.image_shape
-
-    def body(i, values):
-      row, col, ch = i // (w * c), (i // c) % w, i % c
-      logits = self.logits(params, values, labels)[:, row, col, ch]  # [N, K]
-      v = self._draw(jax.random.fold_in(key, i), logits, temperature)
-      return values.at[:, row, col, ch].set(v)
-
-    return jax.lax.fori_loop(start, h * w * c, body, values)
+    return pixelcnn_sampling.fill(
+      self.net,
+      params,
+      key,
+      values,
+      labels,
+      start,
+      lambda k, logits: self._draw(k, logits, temperature),
+      self._net_input,
+      sampler,
+    )
 
   def _to_image(self, values):
     return values.astype(jnp.uint8) if self.categorical else (255 * values).astype(jnp.uint8)
@@ -193,24 +199,30 @@ class PixelCNNFamily(Family):
   def _check_labels(self, labels, num):
     return self.default_labels(num, labels) if self.conditional else None
 
-  def sample(self, params, key, num: int, labels=None, temperature: float = 1.0) -> jax.Array:
+  def sample(
+    self, params, key, num: int, labels=None, temperature: float = 1.0, sampler: str = "cached"
+  ) -> jax.Array:
     """`uint8[num, H, W, C]` samples; conditional models cycle through the classes by default."""
     if temperature < 0:
       raise ValueError(f"temperature must be >= 0, got {temperature}")
     values = jnp.zeros((num,) + self.image_shape, jnp.int32)
-    return self._to_image(self._fill(params, key, values, self._check_labels(labels, num), 0, temperature))
+    return self._to_image(
+      self._fill(params, key, values, self._check_labels(labels, num), 0, temperature, sampler)
+    )
 
   def generate(self, params, model_state, key, num: int, labels=None) -> jax.Array:
     """`num` fresh samples at `sampling.temperature`, `uint8[num, H, W, C]`."""
     return self.sample(params, key, num, labels=labels, temperature=self.sampling_config.temperature)
 
-  def complete(self, params, key, image, labels=None, temperature: float = 1.0) -> jax.Array:
+  def complete(
+    self, params, key, image, labels=None, temperature: float = 1.0, sampler: str = "cached"
+  ) -> jax.Array:
     """Keeps the upper half of `image` (`uint8[N, H, W, C]`) and samples the lower half."""
     h, w, c = self.image_shape
     values = self.to_model(jnp.asarray(image), key)
     start = (h // 2) * w * c
     return self._to_image(
-      self._fill(params, key, values, self._check_labels(labels, image.shape[0]), start, temperature)
+      self._fill(params, key, values, self._check_labels(labels, image.shape[0]), start, temperature, sampler)
     )
 
   # ------------------------------------------------------------------ pictures

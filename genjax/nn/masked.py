@@ -88,18 +88,46 @@ def vertical_mask(
   return m
 
 
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def masked_conv(x: jax.Array, kernel: jax.Array, m: np.ndarray) -> jax.Array:
+  """SAME convolution of `x` `[B, H, W, Cin]` with `kernel * m` (HWIO), no bias.
+
+  Computed over only the kernel rows and columns where the mask `m` (a numpy array,
+  `kernel`'s shape) has a non-zero entry: a type-B 3x3 mask needs 2 x 3 taps, a type-A
+  7x7 one 4 x 7, a first-layer vertical-stack one its 3 top rows, a type-A 1 x 7
+  horizontal one (single colour channel) 1 x 3; the padding is shifted to match (it may
+  be negative: rows past the kernel's last used row are cropped). A remaining 1 x 1
+  kernel at the centre is a matrix product over channels. The mask still multiplies the
+  cropped kernel where it has zeros inside the crop (the centre row's right half, the
+  centre tap's colour groups). The same linear map as the full masked kernel (equal up
+  to float rounding: fewer terms are summed), with the same, exactly zero, gradient for
+  every masked-out kernel entry. On XLA:CPU this avoids the multiplications by zero and
+  the slow convolution weight-gradients of 1 x 1 kernels (`benchmarks`, README).
+  """
+  kh, kw = m.shape[:2]
+  rows = np.flatnonzero(m.any(axis=(1, 2, 3)))
+  cols = np.flatnonzero(m.any(axis=(0, 2, 3)))
+  if rows.size == 0:
+    return jnp.zeros(x.shape[:-1] + (m.shape[-1],), x.dtype)
+  r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+  mc = m[r0:r1, c0:c1]
+  kc = kernel[r0:r1, c0:c1]
+  if not mc.all():
+    kc = kc * jnp.asarray(mc, kernel.dtype)
+  if kc.shape[:2] == (1, 1) and (r0, c0) == (kh // 2, kw // 2):
+    return jnp.dot(x, kc[0, 0])
+  padding = ((kh // 2 - r0, r1 - 1 - kh // 2), (kw // 2 - c0, c1 - 1 - kw // 2))
+  return jax.lax.conv_general_dilated(x, kc, (1, 1), padding, dimension_numbers=_DN)
+
+
 def _conv(module: nn.Module, x: jax.Array, m: np.ndarray) -> jax.Array:
-  """SAME conv of `x` `[B, H, W, Cin]` with a masked kernel param and a bias param."""
+  """`masked_conv` with a kernel param `[kh, kw, Cin, Cout]` (lecun-normal over the full
+  kernel shape, masked entries included) and a bias param `[Cout]`."""
   kernel = module.param("kernel", nn.initializers.lecun_normal(), m.shape)
   bias = module.param("bias", nn.initializers.zeros_init(), (m.shape[-1],))
-  y = jax.lax.conv_general_dilated(
-    x,
-    kernel * jnp.asarray(m, kernel.dtype),
-    window_strides=(1, 1),
-    padding="SAME",
-    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-  )
-  return y + bias
+  return masked_conv(x, kernel, m) + bias
 
 
 class MaskedConv(nn.Module):
@@ -166,10 +194,18 @@ def _label_bias(label: jax.Array | None, num_classes: int, width: int, name: str
 
 
 def _to_logits(h: jax.Array, num_color_channels: int, num_logits: int) -> jax.Array:
-  """Output head: relu -> 1x1 B -> relu -> 1x1 B, `[B, H, W, F] -> [B, H, W, C, num_logits]`."""
+  """Output head: relu -> 1x1 B -> relu -> 1x1 B, `[B, H, W, F] -> [B, H, W, C, num_logits]`.
+
+  Call inside a compact method: creates the submodules `out_hidden` and `out_logits`.
+  """
   c = num_color_channels
-  h = MaskedConv(h.shape[-1], (1, 1), "B", c, name="out_hidden")(nn.relu(h))
-  h = MaskedConv(c * num_logits, (1, 1), "B", c, name="out_logits")(nn.relu(h))
+  hidden = MaskedConv(h.shape[-1], (1, 1), "B", c, name="out_hidden")
+  logits = MaskedConv(c * num_logits, (1, 1), "B", c, name="out_logits")
+  return _head(h, hidden, logits, c, num_logits)
+
+
+def _head(h: jax.Array, hidden: nn.Module, logits: nn.Module, c: int, num_logits: int) -> jax.Array:
+  h = logits(nn.relu(hidden(nn.relu(h))))
   # Channel c * num_logits + l lies in colour group c (contiguous groups).
   return h.reshape(h.shape[:-1] + (c, num_logits))
 
@@ -198,6 +234,12 @@ class PixelCNN(nn.Module):
   num_classes: int = 0
   kernel_size: int = 3
   first_kernel_size: int = 7
+
+  @property
+  def context(self) -> int:
+    """Reach in pixels: the logits at (i, j) depend only on inputs in rows i - context .. i
+    and columns j - context .. j + context (the 7x7 input layer plus one k x k step per block)."""
+    return self.first_kernel_size // 2 + self.num_blocks * (self.kernel_size // 2)
 
   @nn.compact
   def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
@@ -233,8 +275,11 @@ class GatedPixelCNN(nn.Module):
   the horizontal conv (1 x k, type B) its row up to and including the pixel. The
   vertical pre-activations feed the horizontal ones through an unmasked 1x1 (they only
   depend on rows above, so any channel may use them); the horizontal stack has a 1x1
-  type-B conv and a residual connection (from layer 1 on). Both stacks use kxk kernels
-  with masks rather than cropped (k//2+1) x k / 1 x (k//2+1) kernels.
+  type-B conv and a residual connection (from layer 1 on).
+
+  The two stacks are also callable on their own (`vertical`, `horizontal`; `__call__`
+  is `horizontal(x, vertical(x))`), which the cached sampler uses: the vertical stack
+  of a row is computed once per row, the horizontal stack once per position.
 
   Attributes:
     features: width of both stacks; divisible by num_color_channels.
@@ -252,23 +297,63 @@ class GatedPixelCNN(nn.Module):
   kernel_size: int = 3
   first_kernel_size: int = 7
 
-  @nn.compact
-  def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+  @property
+  def context(self) -> int:
+    """Reach in pixels: the logits at (i, j) depend only on inputs in rows i - context .. i
+    and columns j - context .. j + context (vertical stack: rows above, both sides;
+    horizontal stack: the current row, to the left)."""
+    return self.first_kernel_size // 2 + (self.num_layers - 1) * (self.kernel_size // 2)
+
+  def setup(self):
     c, f = self.num_color_channels, self.features
-    _check_inputs(x, label, self.num_classes, c)
     _check_groups(f, c, "features")
+    ks = [self.first_kernel_size] + [self.kernel_size] * (self.num_layers - 1)
+    # Lists of submodules are named v_conv_0, v_conv_1, ... (the parameter tree of the
+    # earlier compact version of this module, so checkpoints stay loadable).
+    self.v_conv = [VerticalConv(2 * f, (k, k), include_centre_row=i > 0) for i, k in enumerate(ks)]
+    self.h_conv = [MaskedConv(2 * f, (1, k), "A" if i == 0 else "B", c) for i, k in enumerate(ks)]
+    self.v_to_h = [nn.Dense(2 * f) for _ in ks]
+    self.h_out = [MaskedConv(f, (1, 1), "B", c) for _ in ks]
+    if self.num_classes:
+      self.v_embed = [nn.Embed(self.num_classes, 2 * f) for _ in ks]
+      self.h_embed = [nn.Embed(self.num_classes, 2 * f) for _ in ks]
+    self.out_hidden = MaskedConv(f, (1, 1), "B", c)
+    self.out_logits = MaskedConv(c * self.num_logits, (1, 1), "B", c)
 
-    def cond(name):
-      return _label_bias(label, self.num_classes, 2 * f, name)
+  def _cond(self, embeds: str, i: int, label: jax.Array | None):
+    """Layer i's label bias `[B, 1, 1, 2F]` from `self.<embeds>` (0 without a label)."""
+    if label is None:
+      return 0.0
+    return getattr(self, embeds)[i](label)[:, None, None, :]
 
-    v, h = x, x
+  def vertical(self, x: jax.Array, label: jax.Array | None = None) -> tuple[jax.Array, ...]:
+    """Vertical-stack pre-activations of every layer: `num_layers` arrays `[B, H, W, 2F]`.
+
+    Row i of each depends only on rows < i of `x`.
+    """
+    c = self.num_color_channels
+    _check_inputs(x, label, self.num_classes, c)
+    v, pres = x, []
     for i in range(self.num_layers):
-      k = self.first_kernel_size if i == 0 else self.kernel_size
-      v_pre = VerticalConv(2 * f, (k, k), include_centre_row=i > 0, name=f"v_conv_{i}")(v)
-      v_pre = v_pre + cond(f"v_embed_{i}")
-      h_pre = MaskedConv(2 * f, (1, k), "A" if i == 0 else "B", c, name=f"h_conv_{i}")(h)
-      h_pre = h_pre + nn.Dense(2 * f, name=f"v_to_h_{i}")(v_pre) + cond(f"h_embed_{i}")
+      v_pre = self.v_conv[i](v) + self._cond("v_embed", i, label)
+      pres.append(v_pre)
       v = gate(v_pre, c)
-      h_out = MaskedConv(f, (1, 1), "B", c, name=f"h_out_{i}")(gate(h_pre, c))
+    return tuple(pres)
+
+  def horizontal(self, x: jax.Array, v_pres: Sequence[jax.Array], label: jax.Array | None = None) -> jax.Array:
+    """Horizontal stack and output head: logits `[B, H, W, C, num_logits]`.
+
+    `v_pres` are `vertical(...)`'s outputs at the same pixels as `x`; the logits at
+    (i, j) use row i of `x` up to column j and `v_pres` at (i, j) only.
+    """
+    c = self.num_color_channels
+    _check_inputs(x, label, self.num_classes, c)
+    h = x
+    for i in range(self.num_layers):
+      h_pre = self.h_conv[i](h) + self.v_to_h[i](v_pres[i]) + self._cond("h_embed", i, label)
+      h_out = self.h_out[i](gate(h_pre, c))
       h = h_out if i == 0 else h + h_out
-    return _to_logits(h, c, self.num_logits)
+    return _head(h, self.out_hidden, self.out_logits, c, self.num_logits)
+
+  def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
+    return self.horizontal(x, self.vertical(x, label), label)
