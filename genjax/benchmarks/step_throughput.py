@@ -6,7 +6,9 @@
 For each batch size it compiles the step once (timed), warms up, then times
 `--repeats` blocks of `--steps` steps and reports the median block. Prints a table
 and, as its last line, one JSON object per batch size in a list: steps/s,
-examples/s, compile seconds, device kind and count, batch size, parameter count.
+examples/s, compile seconds, device kind and count, batch size, parameter count,
+and what it ran with: `xla_flags` (with `xla_flags_source`: 'user', 'genjax' (chosen
+by `genjax.xla_flags` for this config) or 'none'), `jax`, `jaxlib`, `cpu`, `cpu_count`.
 Data come from the config's dataset, drawn once and reused, so the number measures
 the step, not the input pipeline.
 """
@@ -33,6 +35,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
   import jax
   import numpy as np
 
+  from genjax.benchmarks import environment
   from genjax.train.experiment import Experiment
   from genjax.train.sharding import one_step_in_flight
   from genjax.train.state import param_count
@@ -87,6 +90,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     "steps": steps,
     "repeats": repeats,
     "one_step_in_flight": sync,
+    **environment.describe(),  # XLA flags (whose), jax / jaxlib versions, CPU model
   }
 
 

@@ -97,6 +97,9 @@ def run(main) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge", "orbax"):
       logging.getLogger(noisy).setLevel(logging.WARNING)
+    from genjax import xla_flags
+
+    xla_flags.apply(CONFIG.value)  # before anything starts JAX's backend; never overrides XLA_FLAGS
     if DISTRIBUTED.value:
       import jax
 
