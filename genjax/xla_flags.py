@@ -3,7 +3,8 @@
 XLA reads `XLA_FLAGS` once, when its CPU backend starts, for the whole process; so the
 launch scripts and benchmarks call `apply(config)` after parsing the config and before
 anything touches a JAX device. It sets flags only when the user has not set `XLA_FLAGS`
-(a user's setting is never changed), logs its choice in one line, and only chooses
+(a user's setting is never changed) nor `GENJAX_NO_XLA_FLAGS=1` (XLA's own defaults),
+logs its choice in one line, and only chooses
 flags that leave results unchanged to float tolerance (they pick which library kernel
 runs a convolution, not how it rounds).
 
@@ -33,6 +34,8 @@ ENV = "XLA_FLAGS"
 # its parent's choice, which it re-makes for its own config, from a user's setting, which it keeps.
 MARK = "GENJAX_XLA_FLAGS"
 MARK_REASON = "GENJAX_XLA_FLAGS_REASON"
+# Set to 1 to keep genjax from choosing flags (XLA's own defaults; used to measure them).
+OFF = "GENJAX_NO_XLA_FLAGS"
 
 # Convolutions on Eigen rather than YNNPACK (the only flag set chosen so far).
 EIGEN_CONVS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
@@ -154,6 +157,11 @@ def apply(config, environ: dict | None = None, log: Callable[[str], None] | None
   user = env.get(ENV)
   if user and env.get(MARK) != user:
     log(f"XLA_FLAGS set by the user, kept as they are: {user}")
+    return None
+  if env.get(OFF) == "1":
+    for k in (ENV, MARK):
+      env.pop(k, None)
+    log(f"XLA flags not chosen: {OFF}=1 (XLA's defaults)")
     return None
   if _backend_started():
     log("XLA flags not chosen: JAX's backend had already started (call genjax.xla_flags.apply first)")

@@ -70,6 +70,13 @@ def test_sets_logs_and_remakes_a_parents_choice(monkeypatch):
   assert xla_flags.apply(_config_of_unknown_family(), environ={}, log=lines.append).flags == ()
 
 
+def test_opt_out_leaves_xlas_defaults(monkeypatch):
+  monkeypatch.setattr(xla_flags, "MEASURED", TABLE)
+  env = {"GENJAX_NO_XLA_FLAGS": "1", "GENJAX_XLA_FLAGS": "--a", "XLA_FLAGS": "--a"}  # a parent's choice
+  assert xla_flags.apply(tiny_config("gan", "size64"), environ=env, log=lambda _: None) is None
+  assert "XLA_FLAGS" not in env
+
+
 def test_does_nothing_once_the_backend_has_started(monkeypatch):
   import jax
 

@@ -21,7 +21,7 @@ def cpu_model() -> str:
 def describe() -> dict:
   """A dict for benchmark records: `xla_flags` (the process's XLA_FLAGS), `xla_flags_source`
   ('user', 'genjax' or 'none'), `xla_flags_reason` (genjax's rule, if it chose them), `jax`,
-  `jaxlib`, `cpu`, `cpu_count` (usable cores) and `python`."""
+  `jaxlib`, `cpu`, `cpu_count` (usable cores), `python` and `load_average_1min`."""
   import jax
   import jaxlib
 
@@ -41,4 +41,6 @@ def describe() -> dict:
     "cpu": cpu_model(),
     "cpu_count": cores,
     "python": platform.python_version(),
+    # Other processes compete for the cores: timings taken under load are slower and noisier.
+    "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
   }

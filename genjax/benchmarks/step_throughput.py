@@ -71,6 +71,13 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     memory = compiled.memory_analysis().temp_size_in_bytes
   except Exception:  # not every backend reports it
     pass
+  step_gflop = None
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    step_gflop = float(cost["flops"]) / 1e9
+  except Exception:  # not every backend reports it
+    pass
   device = jax.devices()[0]
   return {
     "config": config.model.get("family", "?") + "/" + str(config.model.get("kind", "")),
@@ -86,6 +93,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     "device_count": exp.mesh.devices.size,
     "param_count": param_count(state.params),
     "temp_bytes": memory,
+    "step_gflop": step_gflop,  # XLA's cost analysis of the whole step
     "dtype": "float32",
     "steps": steps,
     "repeats": repeats,
