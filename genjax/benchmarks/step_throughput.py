@@ -6,7 +6,9 @@
 For each batch size it compiles the step once (timed), warms up, then times
 `--repeats` blocks of `--steps` steps and reports the median block. Prints a table
 and, as its last line, one JSON object per batch size in a list: steps/s,
-examples/s, compile seconds, device kind and count, batch size, parameter count.
+examples/s, compile seconds, device kind and count, batch size, parameter count,
+and what it ran with: `xla_flags` (with `xla_flags_source`: 'user', 'genjax' (chosen
+by `genjax.xla_flags` for this config) or 'none'), `jax`, `jaxlib`, `cpu`, `cpu_count`.
 Data come from the config's dataset, drawn once and reused, so the number measures
 the step, not the input pipeline.
 """
@@ -33,6 +35,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
   import jax
   import numpy as np
 
+  from genjax.benchmarks import environment
   from genjax.train.experiment import Experiment
   from genjax.train.sharding import one_step_in_flight
   from genjax.train.state import param_count
@@ -68,6 +71,13 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     memory = compiled.memory_analysis().temp_size_in_bytes
   except Exception:  # not every backend reports it
     pass
+  step_gflop = None
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    step_gflop = float(cost["flops"]) / 1e9
+  except Exception:  # not every backend reports it
+    pass
   device = jax.devices()[0]
   return {
     "config": exp.family.name,
@@ -83,10 +93,12 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     "device_count": exp.mesh.devices.size,
     "param_count": param_count(state.params),
     "temp_bytes": memory,
+    "step_gflop": step_gflop,  # XLA's cost analysis of the whole step
     "dtype": "float32",
     "steps": steps,
     "repeats": repeats,
     "one_step_in_flight": sync,
+    **environment.describe(),  # XLA flags (whose), jax / jaxlib versions, CPU model
   }
 
 

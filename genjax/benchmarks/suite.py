@@ -39,6 +39,10 @@ CASES = [
   ("ddpm_default", "configs/ddpm.py", [32], 0, 512, {"steps": 10, "repeats": 3}),
   ("ddpm_small", "configs/ddpm.py:tiny", [32], 0, 64),
   ("ddpm_paper", "configs/ddpm.py:paper_net", [2], 0, 4096, {"steps": 2, "repeats": 2, "warmup": 1}),
+  # The steps matched to the PyTorch peers (`benchmarks.peer_compare`), at the peers' batch size.
+  ("gan_dcgan64_peer", "configs/gan.py:size64", [64], 0, 1024, {"steps": 3, "repeats": 3, "warmup": 2}),
+  ("ddpm_peer", "configs/ddpm.py:peer", [64], 0, 1024, {"steps": 3, "repeats": 3, "warmup": 2}),
+  ("realnvp_peer", "configs/realnvp.py:peer", [64], 0, 512, {"steps": 10, "repeats": 3}),
 ]
 
 # name, config (with overrides after spaces), images per sampler call, optionally a cap on --repeats

@@ -186,6 +186,9 @@ def run(main, main_module: str, reader: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge", "orbax"):
       logging.getLogger(noisy).setLevel(logging.WARNING)
+    from genjax import xla_flags
+
+    xla_flags.apply(CONFIG.value)  # before anything starts JAX's backend; never overrides XLA_FLAGS
     from genjax import distributed
 
     try:

@@ -17,6 +17,11 @@ Presets (comma-separated after the file name, e.g. `configs/ddpm.py:toy`):
                     probability 0.1 in training, guidance w = 2 and DDIM-50 for
                     `generate` (`--guidance=W` or `--config.sampling.guidance=W`;
                     `--config.sampling.sampler=ancestral` for all T steps)
+  peer              matched to the PyTorch peer of the speed benchmark (genjax/benchmarks/peers/
+                    ddpm_torch.py: lucidrains' Unet(dim=32, dim_mults=(1, 2, 4), channels=1),
+                    2.61M parameters, 41.4 GFLOP forward at batch 64): ch 32, multipliers
+                    (1, 2, 4), one res block per level, attention at 7x7 and 14x14 (2.79M
+                    parameters, 37.3 GFLOP), batch 64, Adam 1e-4 (b2 0.99), EMA 0.995
 
 `experiments.evaluate` computes the exact bound (all T terms) on the first
 `eval.bound_examples` test examples (0 = the whole split); the train loop's periodic
@@ -147,6 +152,20 @@ def _conditional(c):
   c.sampling.sampler = "ddim"  # 50 steps: a guided step costs two network calls, and CPUs are slow
 
 
+def _peer(c):
+  c.model.ch = 32
+  c.model.ch_mult = (1, 2, 4)
+  c.model.num_res_blocks = 1
+  c.model.attn_resolutions = (7, 14)
+  c.model.dropout = 0.0
+  c.model.norm_groups = 8
+  c.train.batch_size = 64
+  c.optim.learning_rate = 1e-4
+  c.optim.b2 = 0.99
+  c.optim.warmup_steps = 0
+  c.train.ema_decay = 0.995
+
+
 PRESETS = {
   "tiny": _tiny,
   "toy": _toy,
@@ -156,6 +175,7 @@ PRESETS = {
   "oxford_flowers102": _oxford_flowers102,
   "cosine": _cosine,
   "conditional": _conditional,
+  "peer": _peer,
 }
 
 

@@ -180,6 +180,10 @@ class AutoencoderNet(nn.Module):
 class AutoencoderFamily(Family):
   """Plain/denoising autoencoders and (beta-, conditional) VAEs as pure functions."""
 
+  @classmethod
+  def conv_widths(cls, model) -> list[int]:
+    return list(model.features) if model.arch == "conv" else []
+
   Model = AutoencoderModel
   Sampling = AutoencoderSampling
   EvalOptions = AutoencoderEval

@@ -180,6 +180,13 @@ class Family(abc.ABC):
     self.optim_options = parse(self.OptimOptions, _pick(config.optim, self.OptimOptions), "optim")
 
   @classmethod
+  def conv_widths(cls, model: Any) -> list[int]:
+    """The channel widths of the convolutions this family's networks run on images, from the raw
+    `model` config section (before JAX starts: `genjax.xla_flags` picks XLA:CPU flags from the
+    widest). Default: none."""
+    return []
+
+  @classmethod
   def config_keys(cls, section: str) -> tuple[str, ...]:
     """The keys this family reads from a shared section ('eval' or 'optim') beyond the base ones."""
     schema = {"eval": cls.EvalOptions, "optim": cls.OptimOptions}[section]

@@ -137,6 +137,10 @@ class DDPMEval:
 class DDPMFamily(Family):
   """Denoising diffusion probabilistic model as pure functions of `(params, batch, key)`."""
 
+  @classmethod
+  def conv_widths(cls, model) -> list[int]:
+    return [model.ch * k for k in model.ch_mult]
+
   Model = DDPMModel
   Sampling = DDPMSampling
   EvalOptions = DDPMEval

@@ -147,6 +147,10 @@ class FlowMatchingEval:
 class FlowMatchingFamily(Family):
   """A continuous normalizing flow trained by flow matching, as pure functions of `(params, batch, key)`."""
 
+  @classmethod
+  def conv_widths(cls, model) -> list[int]:
+    return [model.ch * k for k in model.ch_mult]
+
   Model = FlowMatchingModel
   Sampling = FlowMatchingSampling
   EvalOptions = FlowMatchingEval

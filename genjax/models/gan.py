@@ -130,6 +130,10 @@ def split_minibatches(batch: dict, k: int) -> list[dict]:
 class GANFamily(Family):
   """A generator and a discriminator as pure functions of explicit params and keys."""
 
+  @classmethod
+  def conv_widths(cls, model) -> list[int]:
+    return list(model.g_features) + list(model.d_features) if model.arch == "dcgan" else []
+
   Model = GANModel
   OptimOptions = GANOptim
 

@@ -78,6 +78,10 @@ class PixelCNNSampling:
 class PixelCNNFamily(Family):
   """A PixelCNN (plain or gated, optionally class-conditional) as pure functions."""
 
+  @classmethod
+  def conv_widths(cls, model) -> list[int]:
+    return [2 * model.features if model.variant == "gated" else model.features]
+
   Model = PixelCNNModel
   Sampling = PixelCNNSampling
   best_metric = "bits_per_dim"

@@ -77,6 +77,10 @@ class RealNVPSampling:
 class RealNVPFamily(Family):
   """A RealNVP flow over images or vectors as pure functions of explicit variables and keys."""
 
+  @classmethod
+  def conv_widths(cls, model) -> list[int]:
+    return [model.features]
+
   Model = RealNVPModel
   Sampling = RealNVPSampling
 

@@ -2,7 +2,8 @@
 
 The layout follows the usual lecture VAE: each encoder stage halves the resolution
 with a stride-2 3x3 convolution; the decoder mirrors it with stride-2 transposed
-convolutions from a small dense-projected feature map.
+convolutions (`genjax.nn.conv_transpose.ConvTranspose`: Flax's map and parameters in the
+forms XLA:CPU runs fast) from a small dense-projected feature map.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from genjax.nn.conv_transpose import ConvTranspose
 
 
 def check_divisible(image_shape: Sequence[int], num_stages: int) -> None:
@@ -70,6 +73,6 @@ class ConvDecoder(nn.Module):
     x = nn.relu(nn.Dense(h0 * w0 * self.features[-1], name="dense_map")(x))
     x = x.reshape((z.shape[0], h0, w0, self.features[-1]))
     for i, f in enumerate(reversed(self.features)):
-      x = nn.ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(x)
+      x = ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(x)
       x = nn.relu(x)
     return nn.Conv(c, (3, 3), padding="SAME", name="conv_out")(x)

@@ -4,7 +4,9 @@ DCGAN rules followed: no pooling (strided convolutions in the discriminator, str
 transposed convolutions in the generator), batch norm in both networks except the
 generator's output layer and the discriminator's input layer, ReLU in the generator
 with a tanh output, leaky ReLU (slope 0.2) in the discriminator. Kernels are 4x4 with
-stride 2 (a kernel divisible by the stride avoids checkerboard artefacts).
+stride 2 (a kernel divisible by the stride avoids checkerboard artefacts). The transposed
+convolutions are `genjax.nn.conv_transpose.ConvTranspose` (Flax's `ConvTranspose` map and
+parameters, in the forms XLA:CPU runs fast).
 
 Sizes: the generator projects `z` to an `s0 x s0` map and doubles it once per entry
 of `features`, so `s0 = H / 2**len(features)`: 28x28 uses two stages (7 -> 14 -> 28),
@@ -24,6 +26,8 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from genjax.nn.conv_transpose import ConvTranspose
 
 BN_MOMENTUM = 0.9
 LEAK = 0.2
@@ -76,9 +80,9 @@ class DCGANGenerator(nn.Module):
     x = nn.Dense(s0 * s0 * self.features[0], use_bias=False, name="project")(z)
     x = nn.relu(bn("bn_project")(x)).reshape((z.shape[0], s0, s0, self.features[0]))
     for i, f in enumerate(self.features[1:]):
-      x = nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, name=f"deconv_{i}")(x)
+      x = ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, name=f"deconv_{i}")(x)
       x = nn.relu(bn(f"bn_{i}")(x))
-    x = nn.ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", name="deconv_out")(x)
+    x = ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", name="deconv_out")(x)
     return jnp.tanh(x)
 
 

@@ -43,6 +43,17 @@ def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> j
   return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
 
 
+def upsample_nearest_2x(x: jax.Array) -> jax.Array:
+  """Nearest-neighbour 2x upsampling `[B, H, W, C] -> [B, 2H, 2W, C]` by broadcast and reshape.
+
+  The same values as `jax.image.resize(x, (B, 2H, 2W, C), 'nearest')`, whose gather's
+  gradient is a scatter-add that XLA:CPU runs element by element; here the gradient is a
+  sum over each 2x2 block.
+  """
+  b, h, w, c = x.shape
+  return jnp.broadcast_to(x[:, :, None, :, None, :], (b, h, 2, w, 2, c)).reshape(b, 2 * h, 2 * w, c)
+
+
 def _groups(channels: int, max_groups: int) -> int:
   """The largest group count <= max_groups that divides `channels`."""
   return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
@@ -158,7 +169,7 @@ class UNet(nn.Module):
         if h.shape[1] in self.attn_resolutions:
           h = AttnBlock(self.norm_groups, name=f"up_{i}_attn_{j}")(h)
       if i != 0:
-        h = jax.image.resize(h, (b, 2 * h.shape[1], 2 * h.shape[2], h.shape[3]), "nearest")
+        h = upsample_nearest_2x(h)
         h = nn.Conv(h.shape[-1], (3, 3), name=f"up_{i}_upsample")(h)
     assert not skips
     h = nn.swish(_norm(h.shape[-1], self.norm_groups, "norm_out")(h))

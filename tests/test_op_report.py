@@ -1,0 +1,85 @@
+"""The per-op report (`genjax.benchmarks.op_report`): it finds a step's convolutions and matmuls,
+tells forward, input-gradient and weight-gradient convolutions apart, and counts their FLOPs
+as a hand count and XLA's cost analysis do."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from genjax.benchmarks import op_report
+from genjax.benchmarks.op_report import ROLES
+from tests.helpers import tiny_config
+
+# A fixed roofline so the tests do not spend time measuring one.
+ROOF = {"matmul_2048_gflop_s": 100.0, "conv3x3_32px_128ch_fwd_gflop_s": 100.0, "roofline_gflop_s": 100.0}
+FAST = {"min_time": 0.0, "min_calls": 1, "time_step": False, "roofline": ROOF}
+
+
+def _conv(x, w, stride):
+  return lax.conv_general_dilated(x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def test_roles_groups_and_hand_counted_flops():
+  """Gradient of a 3x3 stride-2 conv (8x8x1 -> 4x4x8) feeding a 3x3 conv (4x4x8 -> 4x4x4) and a Dense."""
+  b = 4
+  x = jnp.ones((b, 8, 8, 1))
+  params = {"w1": jnp.ones((3, 3, 1, 8)), "w2": jnp.ones((3, 3, 8, 4)), "d": jnp.ones((64, 3))}
+
+  def loss(p, x):
+    h = jnp.tanh(_conv(x, p["w1"], 2))
+    h = jnp.tanh(_conv(h, p["w2"], 1))
+    return jnp.sum(jnp.tanh(h.reshape(b, -1) @ p["d"]))
+
+  r = op_report.report_for_function(jax.jit(jax.grad(loss)), (params, x), **FAST)
+  layers = {row["layer"]: row["roles"] for row in r["layers"]}
+  assert set(layers) == {"conv 3x3/2 8x8x1->4x4x8", "conv 3x3 4x4x8->4x4x4", "dot [4, 64].[64, 3]->[4, 3]"}
+  # The first layer's input is data: no input gradient. The others have all three roles.
+  assert set(layers["conv 3x3/2 8x8x1->4x4x8"]) == {"fwd", "wgrad"}
+  assert set(layers["conv 3x3 4x4x8->4x4x4"]) == {"fwd", "dgrad", "wgrad"}
+  assert set(layers["dot [4, 64].[64, 3]->[4, 3]"]) == {"fwd", "dgrad", "wgrad"}
+  assert layers["conv 3x3 4x4x8->4x4x4"]["wgrad"]["out"] == [3, 3, 8, 4]
+  assert layers["conv 3x3 4x4x8->4x4x4"]["dgrad"]["out"] == [b, 4, 4, 8]
+  # Hand counts. 3x3 stride 2 'SAME' on 8 -> 4 pads (0, 1): per dimension 12 kernel-output pairs,
+  # of which one reads the padding (output 3, tap 2) -> 11; 11 * 11 positions per example.
+  fwd1 = layers["conv 3x3/2 8x8x1->4x4x8"]["fwd"]
+  assert fwd1["flops"] == 2 * b * 8 * 1 * 11 * 11
+  # 3x3 stride 1 'SAME' on 4x4: per dimension 4 + 3 + 3 = 10 valid pairs (the edge taps lose one each).
+  for role in ("fwd", "dgrad", "wgrad"):
+    e = layers["conv 3x3 4x4x8->4x4x4"][role]
+    assert e["flops"] == 2 * b * 8 * 4 * 10 * 10, role
+    assert e["xla_flops"] == e["flops"], role  # XLA's cost analysis of the op compiled alone
+    assert e["ms"] > 0 and e["count"] == 1
+  assert layers["dot [4, 64].[64, 3]->[4, 3]"]["fwd"]["flops"] == 2 * b * 64 * 3
+  assert r["flop_count_mismatches"] == []
+  assert r["jaxpr_convolutions"] == 5 and r["jaxpr_dots"] == 3
+
+
+def test_scan_bodies_count_per_iteration_and_flag_the_loop():
+  w = jnp.ones((3, 3, 2, 2))
+
+  def f(x):
+    def body(h, _):
+      return _conv(h, w, 1), None
+
+    return lax.scan(body, x, None, length=3)[0]
+
+  r = op_report.report_for_function(jax.jit(f), (jnp.ones((1, 5, 5, 2)),), **FAST)
+  (row,) = r["layers"]
+  assert row["roles"]["fwd"]["count"] == 3 and row["roles"]["fwd"]["in_loop"]
+
+
+def test_report_on_a_tiny_config_finds_every_conv_of_the_step():
+  """The conv VAE at 8x8: two stride-2 encoder convs and the decoder's output conv (its transposed
+  convolutions run as matmuls at these widths, see `genjax.nn.conv_transpose`)."""
+  r = op_report.report_for_config(tiny_config("vae", "tiny,conv"), batch_size=8, **FAST)
+  convs = {row["layer"]: row["roles"] for row in r["layers"] if row["kind"] == "conv"}
+  assert set(convs) == {"conv 3x3/2 8x8x1->4x4x8", "conv 3x3/2 4x4x8->2x2x16", "conv 3x3 8x8x8->8x8x1"}, convs
+  assert set(convs["conv 3x3/2 8x8x1->4x4x8"]) == {"fwd", "wgrad"}  # its input is the data
+  assert set(convs["conv 3x3 8x8x8->8x8x1"]) == set(convs["conv 3x3/2 4x4x8->2x2x16"]) == set(ROLES)
+  assert r["jaxpr_convolutions"] == 8 and r["batch_size"] == 8
+  assert r["flop_count_mismatches"] == []
+  assert any(row["kind"] == "dot" and "wgrad" in row["roles"] for row in r["layers"])
+  text = op_report.format_report(r)
+  assert "conv 3x3/2 4x4x8->2x2x16" in text and "wgrad ms" in text
