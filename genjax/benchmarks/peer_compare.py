@@ -33,6 +33,7 @@ PAIRS = [
   ("dcgan64", "configs/gan.py:size64", "dcgan_torch.py", 64, 3, 3),
   ("ddpm_unet", "configs/ddpm.py:peer", "ddpm_torch.py", 64, 3, 3),
   ("realnvp_glow", "configs/realnvp.py:peer", "glow_torch.py", 64, 10, 3),
+  ("pixelcnn", "configs/pixelcnn.py:peer", "pixelcnn_torch.py", 256, 3, 3),
 ]
 
 
@@ -129,9 +130,19 @@ def main():
   ap.add_argument("--rounds", type=int, default=3)
   ap.add_argument("--threads", type=int, default=2)
   ap.add_argument("--out", default=None, help="append the records here (JSON lines)")
+  ap.add_argument(
+    "--pytorch_generative",
+    default=os.environ.get("PYTORCH_GENERATIVE"),
+    help="a pytorch-generative checkout, for the PixelCNN peer (not on PyPI); without it that pair is skipped",
+  )
   args = ap.parse_args()
   results = []
   for pair in PAIRS:
+    if pair[2] == "pixelcnn_torch.py":
+      if not args.pytorch_generative:
+        print("pixelcnn: skipped (no --pytorch_generative checkout)", file=sys.stderr)
+        continue
+      os.environ["PYTORCH_GENERATIVE"] = args.pytorch_generative
     if args.only in pair[0]:
       results.append(compare(pair, args.peer_python, args.rounds, args.threads))
   print(

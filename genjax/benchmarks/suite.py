@@ -43,11 +43,13 @@ CASES = [
   ("gan_dcgan64_peer", "configs/gan.py:size64", [64], 0, 1024, {"steps": 3, "repeats": 3, "warmup": 2}),
   ("ddpm_peer", "configs/ddpm.py:peer", [64], 0, 1024, {"steps": 3, "repeats": 3, "warmup": 2}),
   ("realnvp_peer", "configs/realnvp.py:peer", [64], 0, 512, {"steps": 10, "repeats": 3}),
+  ("pixelcnn_peer", "configs/pixelcnn.py:peer", [256], 0, 1024, {"steps": 3, "repeats": 3, "warmup": 2}),
 ]
 
 # name, config (with overrides after spaces), images per sampler call, optionally a cap on --repeats
 SAMPLING_CASES = [
   ("pixelcnn_gated", "configs/pixelcnn.py", 16),
+  ("pixelcnn_gated_naive", "configs/pixelcnn.py --config.sampling.sampler=naive", 16, {"repeats": 1}),
   ("realnvp_mnist", "configs/realnvp.py", 64),
   ("ddpm_ancestral", "configs/ddpm.py", 16, {"repeats": 1}),
   (

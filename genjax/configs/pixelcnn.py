@@ -37,6 +37,7 @@ def get_model_config() -> ml_collections.ConfigDict:
 def get_sampling_config() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   s.temperature = 1.0  # softmax temperature; 0 = arg-max
+  s.sampler = "cached"  # cached (each position from the rows it depends on) | naive (full pass per position)
   return s
 
 

@@ -15,8 +15,8 @@ blind spot) or the gated stack with vertical and horizontal stacks (which does n
 Sampling (`sample`, `complete`) is one compiled program that visits the H*W*C
 positions in order and samples each from its logits with a softmax temperature
 (`sampling.temperature`, 0 = arg-max) and a key `fold_in(key, position)`.
-`sampler='cached'` (the default) computes each position's logits from only the part of
-the image they depend on; `sampler='naive'` runs a full forward pass per position (the
+`sampling.sampler='cached'` (the default) computes each position's logits from only the part of
+the image they depend on; `'naive'` runs a full forward pass per position (the
 reference; the same samples per key, see `genjax.nn.pixelcnn_sampling`). Figures:
 `samples` (a conditional model: class `--label`, or one class per column) and
 `completion` (test images above their completions).
@@ -69,6 +69,7 @@ class PixelCNNSampling:
   """The `sampling` section."""
 
   temperature: float  # softmax temperature; 0 = arg-max
+  sampler: Literal["cached", "naive"]  # the same samples per key; naive is the reference, H*W*C full passes
 
   def __post_init__(self):
     require(0 <= self.temperature < math.inf, "temperature", self.temperature, "a finite number >= 0")
@@ -216,7 +217,8 @@ class PixelCNNFamily(Family):
 
   def generate(self, params, model_state, key, num: int, labels=None) -> jax.Array:
     """`num` fresh samples at `sampling.temperature`, `uint8[num, H, W, C]`."""
-    return self.sample(params, key, num, labels=labels, temperature=self.sampling_config.temperature)
+    sc = self.sampling_config
+    return self.sample(params, key, num, labels=labels, temperature=sc.temperature, sampler=sc.sampler)
 
   def complete(
     self, params, key, image, labels=None, temperature: float = 1.0, sampler: str = "cached"
@@ -239,6 +241,7 @@ class PixelCNNFamily(Family):
     kept, the lower half sampled at `sampling.temperature`."""
     batch = balanced_examples(source, max(options.num // 2, 1), options.seed)
     labels = batch.get("label") if self.conditional else None
-    complete = jax.jit(self.complete, static_argnames="temperature")
-    done = complete(params, key, batch["image"], labels, temperature=self.sampling_config.temperature)
+    sc = self.sampling_config
+    complete = jax.jit(self.complete, static_argnames=("temperature", "sampler"))
+    done = complete(params, key, batch["image"], labels, temperature=sc.temperature, sampler=sc.sampler)
     return Figure.pairs(batch["image"], done)

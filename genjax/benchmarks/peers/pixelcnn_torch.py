@@ -49,7 +49,12 @@ def load_pixelcnn(checkout: str):
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--pytorch_generative", required=True, help="path of a pytorch-generative checkout")
+  parser.add_argument(
+    "--pytorch_generative",
+    default=os.environ.get("PYTORCH_GENERATIVE"),
+    required="PYTORCH_GENERATIVE" not in os.environ,
+    help="path of a pytorch-generative checkout (default: $PYTORCH_GENERATIVE)",
+  )
   parser.add_argument("--batch", type=int, default=256)
   parser.add_argument("--steps", type=int, default=3, help="steps per timed block")
   parser.add_argument("--repeats", type=int, default=3, help="timed blocks; the median is reported")
