@@ -169,7 +169,8 @@ def test_a_damaged_latest_checkpoint_falls_back_for_train_and_evaluate(tmp_path)
 def test_evaluate_and_sample_while_the_run_trains(tmp_path):
   """Readers beside a trainer that saves every step: all succeed, and the run ends as one without readers."""
   workdir, straight = str(tmp_path / "busy"), str(tmp_path / "straight")
-  args = [CFG, "--config.train.num_steps=60", "--config.train.checkpoint_every=1", "--config.train.eval_every=20"]
+  # Long enough to outlast three reader processes on a loaded 2-core machine (saving every step).
+  args = [CFG, "--config.train.num_steps=200", "--config.train.checkpoint_every=1", "--config.train.eval_every=20"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
   env.pop("XLA_FLAGS", None)
   trainer = subprocess.Popen(
@@ -198,11 +199,12 @@ def test_evaluate_and_sample_while_the_run_trains(tmp_path):
     trainer.kill()
   assert trainer.returncode == 0, err[-3000:]
   assert during, "the trainer finished before the readers were done; make its run longer"
-  config = tiny_config(**{"train.num_steps": 60, "train.checkpoint_every": 1, "train.eval_every": 20})
+  # The straight run saves only at the end: how often a run saves does not change its numbers.
+  config = tiny_config(**{"train.num_steps": 200, "train.checkpoint_every": 200, "train.eval_every": 20})
   loop.train_and_evaluate(config, straight, mesh=make_mesh(1))
   exp = Experiment(config, mesh=make_mesh(1))
   a, b = exp.restore(workdir, "latest")[0], exp.restore(straight, "latest")[0]
-  assert int(a.step) == 60
+  assert int(a.step) == 200
   assert_trees_equal(jax.device_get(a), jax.device_get(b))
   assert np.isfinite(np.asarray(jax.tree.leaves(a.params)[0])).all()
 

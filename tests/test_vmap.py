@@ -124,6 +124,8 @@ def _diffusion_cases() -> dict[str, Case]:
   x0b = bins(B, 2, 2, 3) * 2.0 - 1.0  # B batches of 2 examples
   # A fixed, batch-independent stand-in for the network (eps_fn(x [N, ...], t int[N])).
   eps_fn = lambda x, tt: jnp.tanh(x + 0.1 * tt.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype))
+  # ... and for a conditional network (eps_fn(x [N, ...], t int[N], c int[N])).
+  cond_eps_fn = lambda x, tt, c: eps_fn(x, tt) * (1.0 + 0.05 * c.reshape((-1,) + (1,) * (x.ndim - 1)))
   return {
     "q_mean_variance": Case(lambda x, tt: diffusion.q_mean_variance(s, x, tt), (x0, t), diff=(0,)),
     "q_sample_from_noise": Case(
@@ -186,6 +188,12 @@ def _diffusion_cases() -> dict[str, Case]:
       "loop",
     ),
     "slerp": Case(lambda z0, z1: diffusion.slerp(z0, z1, 0.3), (a(B, 4), a(B, 4)), "loop", diff=(0, 1)),
+    "guided_eps_fn": Case(
+      lambda x, tt, c: diffusion.guided_eps_fn(cond_eps_fn, c, jnp.full_like(c, 9), 2.0)(x, tt),
+      (a(B, 2, 2, 3), jnp.asarray(rng.integers(0, 6, (B, 2)), jnp.int32), jnp.asarray(rng.integers(0, 9, (B, 2)))),
+      "loop",
+      diff=(0,),
+    ),
   }
 
 

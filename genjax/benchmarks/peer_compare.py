@@ -33,7 +33,7 @@ PAIRS = [
   ("dcgan64", "configs/gan.py:size64", "dcgan_torch.py", 64, 3, 3),
   ("ddpm_unet", "configs/ddpm.py:peer", "ddpm_torch.py", 64, 3, 3),
   ("realnvp_glow", "configs/realnvp.py:peer", "glow_torch.py", 64, 10, 3),
-  ("pixelcnn", "configs/pixelcnn.py:peer", "pixelcnn_torch.py", 256, 3, 3),
+  ("pixelcnn15", "configs/pixelcnn.py:peer", "pixelcnn_torch.py", 256, 3, 3),
 ]
 
 

@@ -186,9 +186,14 @@ def run(main, main_module: str, reader: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge", "orbax"):
       logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Orbax's failed write tasks (a full disk) are also logged by asyncio as "never retrieved", with
+    # tracebacks; the checkpoint writer reports the failure itself, in one line.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     from genjax import xla_flags
 
-    xla_flags.apply(CONFIG.value)  # before anything starts JAX's backend; never overrides XLA_FLAGS
+    # Before anything starts JAX's backend; never over the user's XLA_FLAGS. The trainer's start-up
+    # line reports the choice (logged here, it would come before a usage error's one line).
+    xla_flags.apply(CONFIG.value, log=log.debug)
     from genjax import distributed
 
     try:
