@@ -157,6 +157,7 @@ def test_family_sections_are_declared_and_validated():
     config = module.get_config()
     family_cls = models.family_class(config.model.family)
     model_keys = {f.name for f in dataclasses.fields(family_cls.Model)} | {"family"}
+    model_keys |= {f.name for f in dataclasses.fields(models.Precision)}  # dtype, param_dtype: every family
     assert set(config.model.keys()) == model_keys, (name, set(config.model.keys()) ^ model_keys)
     assert set(config.sampling.keys()) == {f.name for f in dataclasses.fields(family_cls.Sampling)}, name
   config = CONFIGS["vae"].get_config("tiny")

@@ -6,7 +6,8 @@
 For each batch size it compiles the step once (timed), warms up, then times
 `--repeats` blocks of `--steps` steps and reports the median block. Prints a table
 and, as its last line, one JSON object per batch size in a list: steps/s,
-examples/s, compile seconds, device kind and count, batch size, parameter count,
+examples/s, compile seconds, device kind and count, batch size, parameter count, the
+networks' compute `dtype` and `param_dtype` (`--config.model.dtype=bfloat16` for mixed precision),
 and what it ran with: `xla_flags` (with `xla_flags_source`: 'user', 'genjax' (chosen
 by `genjax.xla_flags` for this config) or 'none'), `jax`, `jaxlib`, `cpu`, `cpu_count`.
 Data come from the config's dataset, drawn once and reused, so the number measures
@@ -94,7 +95,8 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     "param_count": param_count(state.params),
     "temp_bytes": memory,
     "step_gflop": step_gflop,  # XLA's cost analysis of the whole step
-    "dtype": "float32",
+    "dtype": str(exp.family.compute_dtype),  # model.dtype: the networks' compute dtype
+    "param_dtype": str(exp.family.param_dtype),
     "steps": steps,
     "repeats": repeats,
     "one_step_in_flight": sync,
@@ -109,14 +111,14 @@ def main(argv):
   records = [measure(config, b, STEPS.value, REPEATS.value, WARMUP.value) for b in sizes]
   header = (
     f"{'config':<18}{'dataset':<16}{'devices':>8}{'batch':>7}{'steps/s':>10}{'examples/s':>12}"
-    f"{'ms/step':>9}{'compile s':>10}{'params':>10}"
+    f"{'ms/step':>9}{'compile s':>10}{'params':>10}{'dtype':>10}"
   )
   print(header)
   for r in records:
     print(
       f"{r['config']:<18}{r['dataset']:<16}{r['device_count']:>8}{r['batch_size']:>7}"
       f"{r['steps_per_sec']:>10.1f}{r['examples_per_sec']:>12.0f}{r['step_ms_median']:>9.2f}"
-      f"{r['compile_seconds']:>10.2f}{r['param_count']:>10d}"
+      f"{r['compile_seconds']:>10.2f}{r['param_count']:>10d}{r['dtype']:>10}"
     )
   print(f"device: {records[0]['device_kind']} ({records[0]['platform']}) x{records[0]['device_count']}")
   if OUT.value:

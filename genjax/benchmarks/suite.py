@@ -22,8 +22,10 @@ import sys
 # The directory that holds the `genjax` package (the source tree, or site-packages when installed).
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# name, config, batch sizes, forced host devices (CPU only; 0 = the platform's own), memory target (MiB),
-# and optionally caps on --steps / --repeats for cases whose step takes seconds on a CPU
+BF16 = "--config.model.dtype=bfloat16"
+# name, config (with overrides after spaces), batch sizes, forced host devices (CPU only; 0 = the
+# platform's own), memory target (MiB), and optionally caps on --steps / --repeats for cases whose
+# step takes seconds on a CPU
 CASES = [
   ("vae_mlp", "configs/vae.py", [32, 128, 512], 0, 64),
   ("vae_conv", "configs/vae.py:conv", [64], 0, 256),
@@ -39,6 +41,12 @@ CASES = [
   ("ddpm_default", "configs/ddpm.py", [32], 0, 512, {"steps": 10, "repeats": 3}),
   ("ddpm_small", "configs/ddpm.py:tiny", [32], 0, 64),
   ("ddpm_paper", "configs/ddpm.py:paper_net", [2], 0, 4096, {"steps": 2, "repeats": 2, "warmup": 1}),
+  # Mixed precision (bf16 compute, fp32 params and losses) beside the fp32 cases above, and the
+  # rematerialised U-Net (less temporary memory, more compute).
+  ("gan_dcgan28_bf16", f"configs/gan.py {BF16}", [64], 0, 256, {"steps": 10, "repeats": 3}),
+  ("ddpm_default_bf16", f"configs/ddpm.py {BF16}", [32], 0, 512, {"steps": 10, "repeats": 3}),
+  ("ddpm_small_bf16", f"configs/ddpm.py:tiny {BF16}", [32], 0, 64),
+  ("ddpm_default_remat", "configs/ddpm.py --config.model.remat=True", [32], 0, 512, {"steps": 10, "repeats": 3}),
   # The steps matched to the PyTorch peers (`benchmarks.peer_compare`), at the peers' batch size.
   ("gan_dcgan64_peer", "configs/gan.py:size64", [64], 0, 1024, {"steps": 3, "repeats": 3, "warmup": 2}),
   ("ddpm_peer", "configs/ddpm.py:peer", [64], 0, 1024, {"steps": 3, "repeats": 3, "warmup": 2}),
@@ -63,6 +71,7 @@ SAMPLING_CASES = [
 
 def run_case(name, config, batch_sizes, devices, steps, repeats, warmup=None):
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+  config, *overrides = config.split()
   if devices:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   cmd = [
@@ -70,6 +79,7 @@ def run_case(name, config, batch_sizes, devices, steps, repeats, warmup=None):
     "-m",
     "genjax.benchmarks.step_throughput",
     f"--config={config}",
+    *overrides,
     f"--batch_sizes={','.join(map(str, batch_sizes))}",
     f"--steps={steps}",
     f"--repeats={repeats}",
@@ -129,15 +139,15 @@ def main():
         failures.append(f"{name} batch {r['batch_size']}: temp {r['temp_bytes'] / 2**20:.1f} MiB > {max_mib} MiB")
       records.append(r)
   print(
-    f"{'case':<17}{'devices':>8}{'batch':>7}{'steps/s':>10}{'examples/s':>12}{'ms/step':>9}"
-    f"{'compile s':>10}{'temp MiB':>10}{'params':>10}"
+    f"{'case':<19}{'devices':>8}{'batch':>7}{'steps/s':>10}{'examples/s':>12}{'ms/step':>9}"
+    f"{'compile s':>10}{'temp MiB':>10}{'params':>10}{'dtype':>10}"
   )
   for r in records:
     temp = "-" if r["temp_bytes"] is None else f"{r['temp_bytes'] / 2**20:.1f}"
     print(
-      f"{r['case']:<17}{r['device_count']:>8}{r['batch_size']:>7}{r['steps_per_sec']:>10.1f}"
+      f"{r['case']:<19}{r['device_count']:>8}{r['batch_size']:>7}{r['steps_per_sec']:>10.1f}"
       f"{r['examples_per_sec']:>12.0f}{r['step_ms_median']:>9.2f}{r['compile_seconds']:>10.2f}{temp:>10}"
-      f"{r['param_count']:>10d}"
+      f"{r['param_count']:>10d}{r.get('dtype', 'float32'):>10}"
     )
   sampling = [
     run_sampling_case(name, config, num, min(args.sampling_repeats, caps[0].get("repeats", 99) if caps else 99))

@@ -36,8 +36,7 @@ from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.family = "ddpm"
+  m = default.model_section("ddpm")  # family, dtype, param_dtype
   # The process.
   m.num_timesteps = 1000
   m.schedule = "linear"  # linear | cosine
@@ -53,6 +52,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.dropout = 0.0
   m.norm_groups = 8  # at most this many groups (the largest divisor of the channels)
   m.pad_to = 0  # pad inputs up to this size (0: only to a multiple of 2**(levels-1))
+  m.remat = False  # recompute each res/attention block in the backward pass: less memory, ~1/3 more compute
   # The MLP (vectors).
   m.mlp_hidden = (128, 128, 128)
   m.temb_dim = 64

@@ -72,6 +72,20 @@ def get_base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def model_section(family: str) -> ml_collections.ConfigDict:
+  """A family's `model` section with the keys every family shares: `family` and the precision.
+
+  `dtype` is the networks' compute dtype: float32 | bfloat16 | float16 (mixed precision: bf16
+  matrix products and convolutions on accelerators; parameters, optimizer state, EMA, losses and
+  likelihoods stay float32). `param_dtype` is the parameters' dtype (float32 only).
+  """
+  m = ml_collections.ConfigDict()
+  m.family = family
+  m.dtype = "float32"  # float32 | bfloat16 | float16: the networks' compute dtype
+  m.param_dtype = "float32"  # parameters (and gradients, optimizer state, EMA): float32
+  return m
+
+
 def apply_presets(c: ml_collections.ConfigDict, preset: str | None, presets: dict) -> ml_collections.ConfigDict:
   """Applies comma-separated presets (`'tiny'`, `'tiny,mlp'`) from `presets` (name -> function)."""
   for name in filter(None, (preset or "").split(",")):

@@ -29,8 +29,7 @@ from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.family = "flow_matching"
+  m = default.model_section("flow_matching")  # family, dtype, param_dtype
   # The probability path and the training times.
   m.path = "linear"  # linear (conditional OT) | cosine (variance preserving)
   m.sigma_min = 0.0  # linear: noise left at t = 1 (0 = rectified flow)
@@ -45,6 +44,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.dropout = 0.0
   m.norm_groups = 8  # at most this many groups (the largest divisor of the channels)
   m.pad_to = 0  # pad inputs up to this size (0: only to a multiple of 2**(levels-1))
+  m.remat = False  # recompute each res/attention block in the backward pass: less memory, ~1/3 more compute
   # The MLP (vectors).
   m.mlp_hidden = (128, 128, 128)
   m.temb_dim = 64

@@ -17,8 +17,7 @@ from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.family = "gan"
+  m = default.model_section("gan")  # family, dtype, param_dtype
   m.arch = "dcgan"  # dcgan (images) | mlp (toy vectors)
   m.loss = "non_saturating"  # non_saturating | minimax | hinge | wgan_gp (mlp only)
   m.latent_dim = 64

@@ -21,8 +21,7 @@ from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.family = "pixelcnn"
+  m = default.model_section("pixelcnn")  # family, dtype, param_dtype
   m.variant = "gated"  # gated (vertical + horizontal stacks) | plain (residual blocks)
   m.likelihood = "categorical"  # categorical (256-way softmax, 8-bit) | bernoulli (binarized)
   m.binarization = "dynamic"  # bernoulli: dynamic | threshold

@@ -30,8 +30,7 @@ from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.family = "realnvp"
+  m = default.model_section("realnvp")  # family, dtype, param_dtype
   m.num_scales = 3  # images: 28 -> 14 -> 7
   m.features = 16  # residual conv net width in every coupling
   m.num_blocks = 1  # residual blocks per coupling net

@@ -15,8 +15,7 @@ from genjax.configs import default
 
 
 def get_model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.family = "autoencoder"
+  m = default.model_section("autoencoder")  # family, dtype, param_dtype
   m.variant = "vae"  # ae | dae | vae | cvae
   m.arch = "mlp"  # mlp | conv (strided-conv encoder, transposed-conv decoder)
   m.latent_dim = 16

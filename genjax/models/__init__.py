@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from genjax.models.base import Evaluation, Family, Figure, FigureOptions, family_class, register, registered
+from genjax.models.base import (
+  Evaluation,
+  Family,
+  Figure,
+  FigureOptions,
+  Precision,
+  family_class,
+  register,
+  registered,
+)
 
 
 def get_family(config: Any, info: Any) -> Family:
@@ -22,6 +31,7 @@ __all__ = [
   "Family",
   "Figure",
   "FigureOptions",
+  "Precision",
   "family_class",
   "get_family",
   "register",

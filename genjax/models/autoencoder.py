@@ -45,7 +45,7 @@ from genjax.data import preprocess
 from genjax.data.select import balanced_examples, subset
 from genjax.interpolation import lerp, slerp
 from genjax.models import pca
-from genjax.models.base import Evaluation, Family, Figure, FigureOptions, register
+from genjax.models.base import Evaluation, Family, Figure, FigureOptions, register, to_float32
 from genjax.nn import MLP, ConvDecoder, ConvEncoder
 from genjax.schema import require
 
@@ -140,17 +140,20 @@ class AutoencoderNet(nn.Module):
   features: Sequence[int]
   image_shape: Sequence[int]
   learn_variance: bool = False
+  dtype: Any = None  # the compute dtype; parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   def setup(self):
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     enc_out = 2 * self.latent_dim if self.variational else self.latent_dim
     h, w, c = self.image_shape
     self.out_shape = (h, w, 2 * c if self.learn_variance else c)
     if self.arch == "mlp":
-      self.encoder = MLP(tuple(self.hidden) + (enc_out,))
-      self.decoder = MLP(tuple(reversed(self.hidden)) + (math.prod(self.out_shape),))
+      self.encoder = MLP(tuple(self.hidden) + (enc_out,), **kw)
+      self.decoder = MLP(tuple(reversed(self.hidden)) + (math.prod(self.out_shape),), **kw)
     else:
-      self.encoder = ConvEncoder(tuple(self.features), enc_out, hidden=self.hidden[0])
-      self.decoder = ConvDecoder(tuple(self.features), self.out_shape, hidden=self.hidden[0])
+      self.encoder = ConvEncoder(tuple(self.features), enc_out, hidden=self.hidden[0], **kw)
+      self.decoder = ConvDecoder(tuple(self.features), self.out_shape, hidden=self.hidden[0], **kw)
 
   def encode(self, x, cond=None):
     if self.arch == "mlp":
@@ -208,6 +211,8 @@ class AutoencoderFamily(Family):
       features=tuple(cfg.features),
       image_shape=self.image_shape,
       learn_variance=cfg.likelihood != "bernoulli" and cfg.learn_variance,
+      dtype=self.compute_dtype,
+      param_dtype=self.param_dtype,
     )
     self.best_metric = "bits_per_dim" if self.variational else "recon_nll"
 
@@ -265,12 +270,12 @@ class AutoencoderFamily(Family):
   # ------------------------------------------------------------------ the networks
 
   def encode(self, params, x, cond=None):
-    """`x [B, H, W, C]` in [0, 1] -> `(mean [B, Z], logvar [B, Z] or None)`."""
-    return self.net.apply({"params": params}, x, cond, method=AutoencoderNet.encode)
+    """`x [B, H, W, C]` in [0, 1] -> `(mean [B, Z], logvar [B, Z] or None)`, float32."""
+    return to_float32(self.net.apply({"params": params}, x, cond, method=AutoencoderNet.encode))
 
   def decode(self, params, z, cond=None):
-    """`z [B, Z]` -> decoder output `[B, H, W, C]` (or `2C` with a learned variance)."""
-    return self.net.apply({"params": params}, z, cond, method=AutoencoderNet.decode)
+    """`z [B, Z]` -> decoder output `[B, H, W, C]` (or `2C` with a learned variance), float32."""
+    return to_float32(self.net.apply({"params": params}, z, cond, method=AutoencoderNet.decode))
 
   def decode_images(self, params, z, labels=None) -> jax.Array:
     """Decoder means of codes `z [N, Z]` (with labels `int[N]` for a conditional VAE): `uint8[N, H, W, C]`."""

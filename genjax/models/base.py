@@ -43,6 +43,14 @@ Given (override where the family needs to):
 Families return data, never pictures: a `Figure` holds images, points or a density
 grid, and `genjax.eval.render` draws every kind with one set of rules.
 
+Precision (every family): the `model` section's `dtype` (the compute dtype of the
+networks: 'float32', 'bfloat16' or 'float16') and `param_dtype` ('float32'), parsed by
+the base class into `self.precision` (`Precision`); `self.compute_dtype` and
+`self.param_dtype` are the JAX dtypes to pass to the networks. Parameters, gradients,
+optimizer state and EMA stay float32; a family casts its networks' outputs to float32
+(`to_float32`) before any loss, likelihood or log-determinant, so every objective is
+accumulated in float32.
+
 A family registers itself with `@register` in its module `genjax/models/<name>.py`;
 `genjax.models.get_family(config, info)` finds it by `config.model.family`.
 """
@@ -70,6 +78,33 @@ Metrics = dict[str, jax.Array]
 
 #: Points drawn for a picture of vector samples (`sample_grid` and the `samples` figure of toys).
 PICTURE_POINTS = 2000
+
+
+#: The compute dtypes `model.dtype` may name.
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+  """The `model` section's keys every family shares: the networks' compute and parameter dtypes.
+
+  `dtype` is what matrix products, convolutions and activations run in; `param_dtype` is
+  what parameters (and so gradients, optimizer state and EMA) are stored in: float32 only,
+  as mixed precision keeps the master weights in float32.
+  """
+
+  dtype: Literal["float32", "bfloat16", "float16"]
+  param_dtype: Literal["float32"]
+
+
+def to_float32(tree: Any) -> Any:
+  """Every floating-point leaf of `tree` as float32 (network outputs before a loss or a likelihood);
+  float32 leaves are returned as they are."""
+
+  def cast(x):
+    return x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) and x.dtype != jnp.float32 else x
+
+  return jax.tree.map(cast, tree)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +208,11 @@ class Family(abc.ABC):
   def __init__(self, config: Any, info: Any):
     """Parses the family's config sections; subclasses then build their networks."""
     self.info = info
-    self.model_config = parse(self.Model, config.model, "model", others=("family",))
+    precision = _field_names(Precision)
+    self.model_config = parse(self.Model, config.model, "model", others=("family",) + precision)
+    self.precision = parse(Precision, {k: v for k, v in config.model.items() if k in precision}, "model")
+    self.compute_dtype = jnp.dtype(self.precision.dtype)
+    self.param_dtype = jnp.dtype(self.precision.param_dtype)
     self.sampling_config = parse(self.Sampling, config.sampling, "sampling")
     self.eval_config = parse(self.EvalOptions, _pick(config.eval, self.EvalOptions), "eval")
     self.optim_config = parse(optim.OptimConfig, config.optim, "optim", others=_field_names(self.OptimOptions))

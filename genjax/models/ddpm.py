@@ -55,7 +55,7 @@ import numpy as np
 
 from genjax import diffusion, losses
 from genjax.data import preprocess
-from genjax.models.base import PICTURE_POINTS, Evaluation, Family, Figure, FigureOptions, register
+from genjax.models.base import PICTURE_POINTS, Evaluation, Family, Figure, FigureOptions, register, to_float32
 from genjax.nn.unet import TimeMLP, UNet
 from genjax.schema import invalid, require
 
@@ -82,6 +82,7 @@ class DDPMModel:
   dropout: float
   norm_groups: int
   pad_to: int
+  remat: bool  # recompute the U-Net's residual and attention blocks in the backward pass (less memory)
   mlp_hidden: tuple[int, ...]  # vectors
   temb_dim: int  # vectors
   data_scale: float  # vectors are divided by this
@@ -174,10 +175,19 @@ class DDPMFamily(Family):
         norm_groups=cfg.norm_groups,
         pad_to=cfg.pad_to,
         num_classes=classes,
+        remat=cfg.remat,
+        dtype=self.compute_dtype,
+        param_dtype=self.param_dtype,
       )
       self.clip_denoised = bool(cfg.clip_denoised)
     else:
-      self.net = TimeMLP(hidden=tuple(cfg.mlp_hidden), temb_dim=cfg.temb_dim, num_classes=classes)
+      self.net = TimeMLP(
+        hidden=tuple(cfg.mlp_hidden),
+        temb_dim=cfg.temb_dim,
+        num_classes=classes,
+        dtype=self.compute_dtype,
+        param_dtype=self.param_dtype,
+      )
       self.clip_denoised = False  # vectors are not bounded to [-1, 1]
     self.variance = cfg.variance
 
@@ -203,15 +213,16 @@ class DDPMFamily(Family):
 
   def eps_fn(self, params, train: bool = False, key: jax.Array | None = None, labels: jax.Array | None = None):
     """The network as `eps_fn(x_t, t)`; with `train`, dropout draws from `key`. A conditional
-    model needs `labels int32[B]` in `[0, K]` (`K` = the null label) for batches of `B`."""
+    model needs `labels int32[B]` in `[0, K]` (`K` = the null label) for batches of `B`. The network
+    runs in `model.dtype`; `eps_fn` returns float32 (the loss, the bound and the samplers are float32)."""
     rngs = {"dropout": key} if train else None
     if not self.conditional:
       if labels is not None:
         raise ValueError("this DDPM is unconditional (model.conditional=False); it takes no labels")
-      return lambda x, t: self.net.apply({"params": params}, x, t, train, rngs=rngs)
+      return lambda x, t: to_float32(self.net.apply({"params": params}, x, t, train, rngs=rngs))
     if labels is None:
       raise ValueError("this DDPM is conditional (model.conditional=True); pass labels int32[B]")
-    return lambda x, t: self.net.apply({"params": params}, x, t, train, label=labels, rngs=rngs)
+    return lambda x, t: to_float32(self.net.apply({"params": params}, x, t, train, label=labels, rngs=rngs))
 
   def label_eps_fn(self, params):
     """The conditional network as `eps_fn(x_t, t, labels)` (labels in `[0, K]`, `K` = null)."""

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from genjax import flow_matching as fm
 from genjax.data import preprocess
-from genjax.models.base import PICTURE_POINTS, Evaluation, Family, Figure, FigureOptions, register
+from genjax.models.base import PICTURE_POINTS, Evaluation, Family, Figure, FigureOptions, register, to_float32
 from genjax.nn.unet import TimeMLP, UNet
 from genjax.schema import require
 
@@ -76,6 +76,7 @@ class FlowMatchingModel:
   dropout: float
   norm_groups: int
   pad_to: int
+  remat: bool  # recompute the U-Net's residual and attention blocks in the backward pass (less memory)
   mlp_hidden: tuple[int, ...]  # vectors: the time-conditioned MLP
   temb_dim: int
   data_scale: float  # vectors are divided by this
@@ -170,9 +171,14 @@ class FlowMatchingFamily(Family):
         dropout=cfg.dropout,
         norm_groups=cfg.norm_groups,
         pad_to=cfg.pad_to,
+        remat=cfg.remat,
+        dtype=self.compute_dtype,
+        param_dtype=self.param_dtype,
       )
     else:
-      self.net = TimeMLP(hidden=tuple(cfg.mlp_hidden), temb_dim=cfg.temb_dim)
+      self.net = TimeMLP(
+        hidden=tuple(cfg.mlp_hidden), temb_dim=cfg.temb_dim, dtype=self.compute_dtype, param_dtype=self.param_dtype
+      )
     ec = self.eval_config
     self.divergence = ec.divergence if ec.divergence != "auto" else ("hutchinson" if self.images else "exact")
 
@@ -193,9 +199,10 @@ class FlowMatchingFamily(Family):
     return x * self.cfg.data_scale
 
   def velocity_fn(self, params, train: bool = False, key: jax.Array | None = None) -> fm.VelocityFn:
-    """The network as `v_fn(x [B, ...], t float32[B] in [0, 1]) -> [B, ...]`; `train`: dropout from `key`."""
+    """The network as `v_fn(x [B, ...], t float32[B] in [0, 1]) -> float32[B, ...]`; `train`: dropout
+    from `key`. The network runs in `model.dtype`; its output is cast to float32 for the loss and the ODEs."""
     rngs = {"dropout": key} if train else None
-    return lambda x, t: self.net.apply({"params": params}, x, t * TIME_SCALE, train, rngs=rngs)
+    return lambda x, t: to_float32(self.net.apply({"params": params}, x, t * TIME_SCALE, train, rngs=rngs))
 
   # ------------------------------------------------------------------ the contract
 

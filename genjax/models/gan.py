@@ -60,7 +60,7 @@ import optax
 from genjax import losses, optim
 from genjax.data import preprocess
 from genjax.data.toy import TOYS
-from genjax.models.base import Family, register
+from genjax.models.base import Family, register, to_float32
 from genjax.nn.dcgan import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator
 from genjax.schema import invalid, require
 
@@ -150,12 +150,13 @@ class GANFamily(Family):
     self.d_steps = int(cfg.d_steps)
     self.conditional = bool(cfg.conditional)
     num_classes = info.num_classes if self.conditional else 0
+    kw = {"dtype": self.compute_dtype, "param_dtype": self.param_dtype}
     if cfg.arch == "dcgan":
-      self.generator = DCGANGenerator(self.shape, tuple(cfg.g_features), num_classes)
-      self.discriminator = DCGANDiscriminator(tuple(cfg.d_features), num_classes)
+      self.generator = DCGANGenerator(self.shape, tuple(cfg.g_features), num_classes, **kw)
+      self.discriminator = DCGANDiscriminator(tuple(cfg.d_features), num_classes, **kw)
     else:
-      self.generator = MLPGenerator(self.shape[0], tuple(cfg.g_hidden), num_classes)
-      self.discriminator = MLPDiscriminator(tuple(cfg.d_hidden), num_classes)
+      self.generator = MLPGenerator(self.shape[0], tuple(cfg.g_hidden), num_classes, **kw)
+      self.discriminator = MLPDiscriminator(tuple(cfg.d_hidden), num_classes, **kw)
     self.toy = TOYS.get(info.name) if not self.images else None
     self.gaussian_toy = self.toy is not None and self.toy.mode_std is not None
     self.best_metric, self.best_mode = ("high_quality", "max") if self.gaussian_toy else ("disc_accuracy", "min")
@@ -163,12 +164,15 @@ class GANFamily(Family):
   # ------------------------------------------------------------------ networks
 
   def _apply(self, net, params, stats, *args, train: bool):
-    """`net(*args)`; returns `(output, new batch stats)` (unchanged unless training with batch norm)."""
+    """`net(*args)`; returns `(output, new batch stats)` (unchanged unless training with batch norm).
+
+    The network runs in `model.dtype`; its output is cast to float32 (the losses, the gradient
+    penalty and the samples are float32; batch-norm statistics are float32 variables)."""
     variables = {"params": params, **({"batch_stats": stats} if stats else {})}
     if train and stats:
       out, updated = net.apply(variables, *args, train=True, mutable=["batch_stats"])
-      return out, updated["batch_stats"]
-    return net.apply(variables, *args, train=train), stats
+      return to_float32(out), updated["batch_stats"]
+    return to_float32(net.apply(variables, *args, train=train)), stats
 
   def to_model(self, batch, key: jax.Array | None = None) -> jax.Array:
     """The data as the discriminator sees it: images in [-1, 1], toy vectors as they are (`key` unused)."""

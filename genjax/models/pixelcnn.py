@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from genjax import losses
 from genjax.data import preprocess
 from genjax.data.select import balanced_examples
-from genjax.models.base import Family, Figure, FigureOptions, register
+from genjax.models.base import Family, Figure, FigureOptions, register, to_float32
 from genjax.nn import pixelcnn_sampling
 from genjax.nn.masked import GatedPixelCNN, PixelCNN
 from genjax.schema import require
@@ -108,6 +108,8 @@ class PixelCNNFamily(Family):
         num_logits=num_logits,
         num_color_channels=channels,
         num_classes=num_classes,
+        dtype=self.compute_dtype,
+        param_dtype=self.param_dtype,
       )
     else:
       self.net = GatedPixelCNN(
@@ -117,6 +119,8 @@ class PixelCNNFamily(Family):
         num_logits=num_logits,
         num_color_channels=channels,
         num_classes=num_classes,
+        dtype=self.compute_dtype,
+        param_dtype=self.param_dtype,
       )
 
   # ------------------------------------------------------------------ data model
@@ -140,8 +144,9 @@ class PixelCNNFamily(Family):
     return batch["label"] if self.conditional else None
 
   def logits(self, params, values, labels=None) -> jax.Array:
-    """`[B, H, W, C, K]` logits (K = 256 or 1) for `int32[B, H, W, C]` values."""
-    return self.net.apply({"params": params}, self._net_input(values), labels)
+    """`[B, H, W, C, K]` float32 logits (K = 256 or 1) for `int32[B, H, W, C]` values (the network runs
+    in `model.dtype`; the log-softmax and the likelihood are float32)."""
+    return to_float32(self.net.apply({"params": params}, self._net_input(values), labels))
 
   def log_prob_values(self, params, values, labels=None) -> jax.Array:
     """Exact `log p(values)`, `[B]` nats."""
@@ -175,7 +180,8 @@ class PixelCNNFamily(Family):
   # ------------------------------------------------------------------ sampling
 
   def _draw(self, key, logits, temperature: float) -> jax.Array:
-    """One value per row of `logits` `[N, K]`; temperature 0 takes the arg-max."""
+    """One value per row of `logits` `[N, K]` (cast to float32); temperature 0 takes the arg-max."""
+    logits = to_float32(logits)
     if self.categorical:
       if temperature == 0:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)

@@ -101,6 +101,8 @@ class RealNVPFamily(Family):
         num_blocks=cfg.num_blocks,
         batch_norm=self.batch_norm,
         bn_momentum=cfg.bn_momentum,
+        dtype=self.compute_dtype,  # the couplings' networks; the bijections and log-dets are float32
+        param_dtype=self.param_dtype,
       )
       self.best_metric = "bits_per_dim"
     else:
@@ -109,6 +111,8 @@ class RealNVPFamily(Family):
         hidden=tuple(cfg.hidden),
         batch_norm=self.batch_norm,
         bn_momentum=cfg.bn_momentum,
+        dtype=self.compute_dtype,
+        param_dtype=self.param_dtype,
       )
       self.best_metric = "nll"
 

@@ -9,6 +9,7 @@ forms XLA:CPU runs fast) from a small dense-projected feature map.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,18 +38,21 @@ class ConvEncoder(nn.Module):
   features: Sequence[int]
   out_dim: int
   hidden: int = 256
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     check_divisible(x.shape[1:3], len(self.features))
     for i, f in enumerate(self.features):
-      x = nn.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}")(x)
+      x = nn.Conv(f, (3, 3), strides=(2, 2), padding="SAME", name=f"conv_{i}", **kw)(x)
       x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
     if cond is not None:
       x = jnp.concatenate([x, cond], axis=-1)
-    x = nn.relu(nn.Dense(self.hidden, name="dense_hidden")(x))
-    return nn.Dense(self.out_dim, name="dense_out")(x)
+    x = nn.relu(nn.Dense(self.hidden, name="dense_hidden", **kw)(x))
+    return nn.Dense(self.out_dim, name="dense_out", **kw)(x)
 
 
 class ConvDecoder(nn.Module):
@@ -60,19 +64,22 @@ class ConvDecoder(nn.Module):
   features: Sequence[int]  # encoder order; the decoder walks it backwards
   image_shape: Sequence[int]  # (H, W, C) of the output
   hidden: int = 256
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, cond: jax.Array | None = None) -> jax.Array:
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     h, w, c = self.image_shape
     stages = len(self.features)
     check_divisible((h, w), stages)
     h0, w0 = h // 2**stages, w // 2**stages
     if cond is not None:
       z = jnp.concatenate([z, cond], axis=-1)
-    x = nn.relu(nn.Dense(self.hidden, name="dense_hidden")(z))
-    x = nn.relu(nn.Dense(h0 * w0 * self.features[-1], name="dense_map")(x))
+    x = nn.relu(nn.Dense(self.hidden, name="dense_hidden", **kw)(z))
+    x = nn.relu(nn.Dense(h0 * w0 * self.features[-1], name="dense_map", **kw)(x))
     x = x.reshape((z.shape[0], h0, w0, self.features[-1]))
     for i, f in enumerate(reversed(self.features)):
-      x = ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}")(x)
+      x = ConvTranspose(f, (3, 3), strides=(2, 2), padding="SAME", name=f"deconv_{i}", **kw)(x)
       x = nn.relu(x)
-    return nn.Conv(c, (3, 3), padding="SAME", name="conv_out")(x)
+    return nn.Conv(c, (3, 3), padding="SAME", name="conv_out", **kw)(x)

@@ -38,6 +38,7 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -216,6 +217,8 @@ class ConvTranspose(nn.Module):
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = default_kernel_init
   bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -224,8 +227,8 @@ class ConvTranspose(nn.Module):
       raise ValueError(f"ConvTranspose with a {nd}-D kernel expects x [B, *{nd} spatial, C], got shape {x.shape}")
     strides = tuple(self.strides) if self.strides is not None else (1,) * nd
     kernel_shape = tuple(self.kernel_size) + (x.shape[-1], self.features)
-    kernel = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
-    bias = self.param("bias", self.bias_init, (self.features,), jnp.float32) if self.use_bias else None
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
+    kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     y = conv_transpose(x, kernel, strides, self.padding)
     return y + bias if bias is not None else y

@@ -22,6 +22,7 @@ call `apply(..., train=True, mutable=['batch_stats'])` while training and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -65,9 +66,12 @@ class DCGANGenerator(nn.Module):
   image_shape: Sequence[int]
   features: Sequence[int] = (64, 32)
   num_classes: int = 0
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, label: jax.Array | None = None, train: bool = True) -> jax.Array:
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     _check_label(label, self.num_classes)
     s0 = start_size(self.image_shape, len(self.features))
     c = self.image_shape[-1]
@@ -75,14 +79,14 @@ class DCGANGenerator(nn.Module):
       z = jnp.concatenate([z, jax.nn.one_hot(label, self.num_classes, dtype=z.dtype)], axis=-1)
 
     def bn(name):
-      return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, name=name)
+      return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, name=name, **kw)
 
-    x = nn.Dense(s0 * s0 * self.features[0], use_bias=False, name="project")(z)
+    x = nn.Dense(s0 * s0 * self.features[0], use_bias=False, name="project", **kw)(z)
     x = nn.relu(bn("bn_project")(x)).reshape((z.shape[0], s0, s0, self.features[0]))
     for i, f in enumerate(self.features[1:]):
-      x = ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, name=f"deconv_{i}")(x)
+      x = ConvTranspose(f, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, name=f"deconv_{i}", **kw)(x)
       x = nn.relu(bn(f"bn_{i}")(x))
-    x = ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", name="deconv_out")(x)
+    x = ConvTranspose(c, (4, 4), strides=(2, 2), padding="SAME", name="deconv_out", **kw)(x)
     return jnp.tanh(x)
 
 
@@ -96,19 +100,22 @@ class DCGANDiscriminator(nn.Module):
 
   features: Sequence[int] = (32, 64)
   num_classes: int = 0
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, label: jax.Array | None = None, train: bool = True) -> jax.Array:
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     _check_label(label, self.num_classes)
     if label is not None:
       onehot = jax.nn.one_hot(label, self.num_classes, dtype=x.dtype)[:, None, None, :]
       x = jnp.concatenate([x, jnp.broadcast_to(onehot, x.shape[:3] + (self.num_classes,))], axis=-1)
     for i, f in enumerate(self.features):
-      x = nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME", use_bias=i == 0, name=f"conv_{i}")(x)
+      x = nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME", use_bias=i == 0, name=f"conv_{i}", **kw)(x)
       if i > 0:  # no batch norm on the input layer (Radford et al.)
-        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, name=f"bn_{i}")(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, name=f"bn_{i}", **kw)(x)
       x = nn.leaky_relu(x, LEAK)
-    return nn.Dense(1, name="logit")(x.reshape((x.shape[0], -1)))[:, 0]
+    return nn.Dense(1, name="logit", **kw)(x.reshape((x.shape[0], -1)))[:, 0]
 
 
 class MLPGenerator(nn.Module):
@@ -117,16 +124,19 @@ class MLPGenerator(nn.Module):
   out_dim: int
   hidden: Sequence[int] = (128, 128)
   num_classes: int = 0
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z: jax.Array, label: jax.Array | None = None, train: bool = True) -> jax.Array:
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     del train  # no batch statistics
     _check_label(label, self.num_classes)
     if label is not None:
       z = jnp.concatenate([z, jax.nn.one_hot(label, self.num_classes, dtype=z.dtype)], axis=-1)
     for i, width in enumerate(self.hidden):
-      z = nn.relu(nn.Dense(width, name=f"dense_{i}")(z))
-    return nn.Dense(self.out_dim, name="out")(z)
+      z = nn.relu(nn.Dense(width, name=f"dense_{i}", **kw)(z))
+    return nn.Dense(self.out_dim, name="out", **kw)(z)
 
 
 class MLPDiscriminator(nn.Module):
@@ -134,13 +144,16 @@ class MLPDiscriminator(nn.Module):
 
   hidden: Sequence[int] = (128, 128)
   num_classes: int = 0
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, label: jax.Array | None = None, train: bool = True) -> jax.Array:
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     del train
     _check_label(label, self.num_classes)
     if label is not None:
       x = jnp.concatenate([x, jax.nn.one_hot(label, self.num_classes, dtype=x.dtype)], axis=-1)
     for i, width in enumerate(self.hidden):
-      x = nn.leaky_relu(nn.Dense(width, name=f"dense_{i}")(x), LEAK)
-    return nn.Dense(1, name="logit")(x)[:, 0]
+      x = nn.leaky_relu(nn.Dense(width, name=f"dense_{i}", **kw)(x), LEAK)
+    return nn.Dense(1, name="logit", **kw)(x)[:, 0]

@@ -23,6 +23,10 @@ functions.
   out as latents; the last scale is four checkerboard couplings.
 * `VectorFlow`: couplings with MLP networks on `[B, D]` vectors (the 2-D toys).
 
+Precision: the couplings' networks (`ResNetST`, `MLPST`) compute in `dtype` (e.g. bfloat16)
+with `param_dtype` parameters; their outputs are cast to float32, so the bijections, the
+log-determinants and the batch norm (its statistics included) are float32 whatever `dtype`.
+
 The logit preprocessing of [0, 1] data with its Jacobian lives with the other pure
 likelihood math in `genjax.losses` (`logit_transform`).
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -78,15 +83,18 @@ class ResNetST(nn.Module):
   features: int
   num_blocks: int
   out: int
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    h = nn.Conv(self.features, (3, 3), name="conv_in")(x)
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+    h = nn.Conv(self.features, (3, 3), name="conv_in", **kw)(x)
     for i in range(self.num_blocks):
-      r = nn.Conv(self.features, (3, 3), name=f"block_{i}_a")(nn.relu(h))
-      r = nn.Conv(self.features, (3, 3), name=f"block_{i}_b")(nn.relu(r))
+      r = nn.Conv(self.features, (3, 3), name=f"block_{i}_a", **kw)(nn.relu(h))
+      r = nn.Conv(self.features, (3, 3), name=f"block_{i}_b", **kw)(nn.relu(r))
       h = h + r
-    return nn.Conv(self.out, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out")(nn.relu(h))
+    return nn.Conv(self.out, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out", **kw)(nn.relu(h))
 
 
 class MLPST(nn.Module):
@@ -94,12 +102,15 @@ class MLPST(nn.Module):
 
   hidden: Sequence[int]
   out: int
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     for i, width in enumerate(self.hidden):
-      x = nn.relu(nn.Dense(width, name=f"dense_{i}")(x))
-    return nn.Dense(self.out, kernel_init=nn.initializers.zeros, name="dense_out")(x)
+      x = nn.relu(nn.Dense(width, name=f"dense_{i}", **kw)(x))
+    return nn.Dense(self.out, kernel_init=nn.initializers.zeros, name="dense_out", **kw)(x)
 
 
 # --------------------------------------------------------------------------- coupling
@@ -141,15 +152,18 @@ class AffineCoupling(nn.Module):
   features: int = 32
   num_blocks: int = 2
   hidden: Sequence[int] = (64, 64)
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False, inverse: bool = False):
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     m = coupling_mask(self.mask, x.shape[1:], self.parity)
     if self.mask == "alternate":
-      h = MLPST(tuple(self.hidden), 2 * x.shape[-1], name="net")(m * x)
+      h = MLPST(tuple(self.hidden), 2 * x.shape[-1], name="net", **kw)(m * x)
     else:
-      h = ResNetST(self.features, self.num_blocks, 2 * x.shape[-1], name="net")(m * x)
-    raw, shift = jnp.split(h, 2, axis=-1)
+      h = ResNetST(self.features, self.num_blocks, 2 * x.shape[-1], name="net", **kw)(m * x)
+    raw, shift = jnp.split(h.astype(jnp.promote_types(x.dtype, jnp.float32)), 2, axis=-1)
     log_scale = self.param("scale", nn.initializers.ones, (x.shape[-1],)) * jnp.tanh(raw)
     if inverse:
       return m * x + (1.0 - m) * (x - shift) * jnp.exp(-log_scale)
@@ -174,6 +188,8 @@ class ChannelCoupling(nn.Module):
   parity: int = 0
   features: int = 32
   num_blocks: int = 2
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   def _split(self, x):
     a, b = jnp.split(x, 2, axis=-1)
@@ -187,9 +203,10 @@ class ChannelCoupling(nn.Module):
     if x.shape[-1] % 2:
       raise ValueError(f"a channel coupling needs an even number of channels, got shape {x.shape}")
     cond, moved = self._split(x)
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     out = moved.shape[-1]
-    h = ResNetST(self.features, self.num_blocks, 2 * out, name="net")(cond)
-    raw, shift = jnp.split(h, 2, axis=-1)
+    h = ResNetST(self.features, self.num_blocks, 2 * out, name="net", **kw)(cond)
+    raw, shift = jnp.split(h.astype(jnp.promote_types(x.dtype, jnp.float32)), 2, axis=-1)
     log_scale = self.param("scale", nn.initializers.ones, (out,)) * jnp.tanh(raw)
     if inverse:
       return self._join(cond, (moved - shift) * jnp.exp(-log_scale))
@@ -315,11 +332,14 @@ class MultiScaleFlow(nn.Module):
   num_blocks: int
   batch_norm: bool = True
   bn_momentum: float = 0.9
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   def setup(self):
     if self.num_scales < 1:
       raise ValueError(f"num_scales must be >= 1, got {self.num_scales}")
     kw = {"features": self.features, "num_blocks": self.num_blocks}
+    kw.update(dtype=self.dtype, param_dtype=self.param_dtype)
     norm = {"batch_norm": self.batch_norm, "momentum": self.bn_momentum}
     self.checker = tuple(
       _with_norm([AffineCoupling("checkerboard", parity=i % 2, **kw) for i in range(3)], **norm)
@@ -372,10 +392,15 @@ class VectorFlow(nn.Module):
   hidden: Sequence[int]
   batch_norm: bool = True
   bn_momentum: float = 0.9
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   def setup(self):
     couplings = [
-      AffineCoupling("alternate", parity=i % 2, hidden=tuple(self.hidden)) for i in range(self.num_couplings)
+      AffineCoupling(
+        "alternate", parity=i % 2, hidden=tuple(self.hidden), dtype=self.dtype, param_dtype=self.param_dtype
+      )
+      for i in range(self.num_couplings)
     ]
     self.layers = _with_norm(couplings, self.batch_norm, self.bn_momentum)
 

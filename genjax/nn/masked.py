@@ -19,6 +19,7 @@ group c.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -125,8 +126,9 @@ def masked_conv(x: jax.Array, kernel: jax.Array, m: np.ndarray) -> jax.Array:
 def _conv(module: nn.Module, x: jax.Array, m: np.ndarray) -> jax.Array:
   """`masked_conv` with a kernel param `[kh, kw, Cin, Cout]` (lecun-normal over the full
   kernel shape, masked entries included) and a bias param `[Cout]`."""
-  kernel = module.param("kernel", nn.initializers.lecun_normal(), m.shape)
-  bias = module.param("bias", nn.initializers.zeros_init(), (m.shape[-1],))
+  kernel = module.param("kernel", nn.initializers.lecun_normal(), m.shape, module.param_dtype)
+  bias = module.param("bias", nn.initializers.zeros_init(), (m.shape[-1],), module.param_dtype)
+  x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
   return masked_conv(x, kernel, m) + bias
 
 
@@ -137,6 +139,8 @@ class MaskedConv(nn.Module):
   kernel_size: Sequence[int]
   mask_type: str
   num_color_channels: int = 1
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -153,6 +157,8 @@ class VerticalConv(nn.Module):
   features: int
   kernel_size: Sequence[int]
   include_centre_row: bool
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -186,21 +192,21 @@ def _check_inputs(x: jax.Array, label: jax.Array | None, num_classes: int, num_c
     raise ValueError(f"x has {x.shape[-1]} channels, num_color_channels = {num_color_channels}")
 
 
-def _label_bias(label: jax.Array | None, num_classes: int, width: int, name: str):
+def _label_bias(label: jax.Array | None, num_classes: int, width: int, name: str, kw: dict):
   """A learned per-class bias `[B, 1, 1, width]` (0 without a label); call inside a compact method."""
   if label is None:
     return 0.0
-  return nn.Embed(num_classes, width, name=name)(label)[:, None, None, :]
+  return nn.Embed(num_classes, width, name=name, **kw)(label)[:, None, None, :]
 
 
-def _to_logits(h: jax.Array, num_color_channels: int, num_logits: int) -> jax.Array:
+def _to_logits(h: jax.Array, num_color_channels: int, num_logits: int, kw: dict) -> jax.Array:
   """Output head: relu -> 1x1 B -> relu -> 1x1 B, `[B, H, W, F] -> [B, H, W, C, num_logits]`.
 
   Call inside a compact method: creates the submodules `out_hidden` and `out_logits`.
   """
   c = num_color_channels
-  hidden = MaskedConv(h.shape[-1], (1, 1), "B", c, name="out_hidden")
-  logits = MaskedConv(c * num_logits, (1, 1), "B", c, name="out_logits")
+  hidden = MaskedConv(h.shape[-1], (1, 1), "B", c, name="out_hidden", **kw)
+  logits = MaskedConv(c * num_logits, (1, 1), "B", c, name="out_logits", **kw)
   return _head(h, hidden, logits, c, num_logits)
 
 
@@ -234,6 +240,8 @@ class PixelCNN(nn.Module):
   num_classes: int = 0
   kernel_size: int = 3
   first_kernel_size: int = 7
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @property
   def context(self) -> int:
@@ -244,6 +252,7 @@ class PixelCNN(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, label: jax.Array | None = None) -> jax.Array:
     c, f = self.num_color_channels, self.features
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     _check_inputs(x, label, self.num_classes, c)
     if f % (2 * c):
       raise ValueError(
@@ -252,17 +261,17 @@ class PixelCNN(nn.Module):
       )
 
     def cond(name):
-      return _label_bias(label, self.num_classes, f, name)
+      return _label_bias(label, self.num_classes, f, name, kw)
 
     k = self.kernel_size
-    h = MaskedConv(f, (self.first_kernel_size,) * 2, "A", c, name="conv_in")(x)
+    h = MaskedConv(f, (self.first_kernel_size,) * 2, "A", c, name="conv_in", **kw)(x)
     h = h + cond("embed_in")
     for i in range(self.num_blocks):
       r = nn.relu(h + cond(f"embed_{i}"))
-      r = nn.relu(MaskedConv(f // 2, (1, 1), "B", c, name=f"block_{i}_in")(r))
-      r = nn.relu(MaskedConv(f // 2, (k, k), "B", c, name=f"block_{i}_conv")(r))
-      h = h + MaskedConv(f, (1, 1), "B", c, name=f"block_{i}_out")(r)
-    return _to_logits(h, c, self.num_logits)
+      r = nn.relu(MaskedConv(f // 2, (1, 1), "B", c, name=f"block_{i}_in", **kw)(r))
+      r = nn.relu(MaskedConv(f // 2, (k, k), "B", c, name=f"block_{i}_conv", **kw)(r))
+      h = h + MaskedConv(f, (1, 1), "B", c, name=f"block_{i}_out", **kw)(r)
+    return _to_logits(h, c, self.num_logits, kw)
 
 
 class GatedPixelCNN(nn.Module):
@@ -296,6 +305,8 @@ class GatedPixelCNN(nn.Module):
   num_classes: int = 0
   kernel_size: int = 3
   first_kernel_size: int = 7
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @property
   def context(self) -> int:
@@ -306,19 +317,20 @@ class GatedPixelCNN(nn.Module):
 
   def setup(self):
     c, f = self.num_color_channels, self.features
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     _check_groups(f, c, "features")
     ks = [self.first_kernel_size] + [self.kernel_size] * (self.num_layers - 1)
     # Lists of submodules are named v_conv_0, v_conv_1, ... (the parameter tree of the
     # earlier compact version of this module, so checkpoints stay loadable).
-    self.v_conv = [VerticalConv(2 * f, (k, k), include_centre_row=i > 0) for i, k in enumerate(ks)]
-    self.h_conv = [MaskedConv(2 * f, (1, k), "A" if i == 0 else "B", c) for i, k in enumerate(ks)]
-    self.v_to_h = [nn.Dense(2 * f) for _ in ks]
-    self.h_out = [MaskedConv(f, (1, 1), "B", c) for _ in ks]
+    self.v_conv = [VerticalConv(2 * f, (k, k), include_centre_row=i > 0, **kw) for i, k in enumerate(ks)]
+    self.h_conv = [MaskedConv(2 * f, (1, k), "A" if i == 0 else "B", c, **kw) for i, k in enumerate(ks)]
+    self.v_to_h = [nn.Dense(2 * f, **kw) for _ in ks]
+    self.h_out = [MaskedConv(f, (1, 1), "B", c, **kw) for _ in ks]
     if self.num_classes:
-      self.v_embed = [nn.Embed(self.num_classes, 2 * f) for _ in ks]
-      self.h_embed = [nn.Embed(self.num_classes, 2 * f) for _ in ks]
-    self.out_hidden = MaskedConv(f, (1, 1), "B", c)
-    self.out_logits = MaskedConv(c * self.num_logits, (1, 1), "B", c)
+      self.v_embed = [nn.Embed(self.num_classes, 2 * f, **kw) for _ in ks]
+      self.h_embed = [nn.Embed(self.num_classes, 2 * f, **kw) for _ in ks]
+    self.out_hidden = MaskedConv(f, (1, 1), "B", c, **kw)
+    self.out_logits = MaskedConv(c * self.num_logits, (1, 1), "B", c, **kw)
 
   def _cond(self, embeds: str, i: int, label: jax.Array | None):
     """Layer i's label bias `[B, 1, 1, 2F]` from `self.<embeds>` (0 without a label)."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 
 class MLP(nn.Module):
@@ -18,11 +20,13 @@ class MLP(nn.Module):
 
   features: Sequence[int]
   activation: Callable[[jax.Array], jax.Array] = nn.relu
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     for i, width in enumerate(self.features):
-      x = nn.Dense(width, name=f"dense_{i}")(x)
+      x = nn.Dense(width, name=f"dense_{i}", dtype=self.dtype, param_dtype=self.param_dtype)(x)
       if i < len(self.features) - 1:
         x = self.activation(x)
     return x

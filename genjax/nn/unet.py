@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -34,7 +35,8 @@ import jax.numpy as jnp
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-  """Sinusoidal embedding `[B, dim]` of (integer or real) times `t` `[B]`: sin half, then cos half."""
+  """Sinusoidal embedding `[B, dim]` of (integer or real) times `t` `[B]`: sin half, then cos half
+  (float32: the layers it feeds cast it to their compute dtype)."""
   if dim % 2:
     raise ValueError(f"timestep embedding dim must be even, got {dim}")
   half = dim // 2
@@ -59,14 +61,16 @@ def _groups(channels: int, max_groups: int) -> int:
   return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
 
 
-def _norm(channels: int, max_groups: int, name: str) -> nn.GroupNorm:
-  return nn.GroupNorm(num_groups=_groups(channels, max_groups), epsilon=1e-6, name=name)
+def _norm(channels: int, max_groups: int, name: str, kw: dict) -> nn.GroupNorm:
+  """Group norm; its statistics are float32 whatever the compute dtype (Flax computes them in at least
+  float32)."""
+  return nn.GroupNorm(num_groups=_groups(channels, max_groups), epsilon=1e-6, name=name, **kw)
 
 
 _zero = nn.initializers.zeros
 
 
-def _add_label_embedding(temb: jax.Array, label: jax.Array | None, num_classes: int) -> jax.Array:
+def _add_label_embedding(temb: jax.Array, label: jax.Array | None, num_classes: int, kw: dict) -> jax.Array:
   """`temb [B, E]` plus a learned embedding `[num_classes + 1, E]` of `label int32[B]` (entry
   `num_classes` = the null label); `temb` itself when `num_classes == 0` (no label, no parameter)."""
   if num_classes <= 0:
@@ -76,7 +80,7 @@ def _add_label_embedding(temb: jax.Array, label: jax.Array | None, num_classes: 
   if label is None or label.shape != temb.shape[:1]:
     got = None if label is None else label.shape
     raise ValueError(f"a class-conditional network needs label int32[{temb.shape[0]}], got {got}")
-  return temb + nn.Embed(num_classes + 1, temb.shape[-1], name="label_emb")(label)
+  return temb + nn.Embed(num_classes + 1, temb.shape[-1], name="label_emb", **kw)(label)
 
 
 class ResBlock(nn.Module):
@@ -85,37 +89,53 @@ class ResBlock(nn.Module):
   out_ch: int
   dropout: float = 0.0
   norm_groups: int = 32
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, temb, train: bool):
-    h = nn.swish(_norm(x.shape[-1], self.norm_groups, "norm_0")(x))
-    h = nn.Conv(self.out_ch, (3, 3), name="conv_0")(h)
-    h = h + nn.Dense(self.out_ch, name="temb_proj")(nn.swish(temb))[:, None, None, :]
-    h = nn.swish(_norm(self.out_ch, self.norm_groups, "norm_1")(h))
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+    h = nn.swish(_norm(x.shape[-1], self.norm_groups, "norm_0", kw)(x))
+    h = nn.Conv(self.out_ch, (3, 3), name="conv_0", **kw)(h)
+    h = h + nn.Dense(self.out_ch, name="temb_proj", **kw)(nn.swish(temb))[:, None, None, :]
+    h = nn.swish(_norm(self.out_ch, self.norm_groups, "norm_1", kw)(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.Conv(self.out_ch, (3, 3), kernel_init=_zero, name="conv_1")(h)
+    h = nn.Conv(self.out_ch, (3, 3), kernel_init=_zero, name="conv_1", **kw)(h)
     if x.shape[-1] != self.out_ch:
-      x = nn.Conv(self.out_ch, (1, 1), name="skip")(x)
+      x = nn.Conv(self.out_ch, (1, 1), name="skip", **kw)(x)
     return x + h
 
 
 class AttnBlock(nn.Module):
-  """Single-head self-attention over the H*W positions, residual: `[B, H, W, C]` -> same."""
+  """Single-head self-attention over the H*W positions, residual: `[B, H, W, C]` -> same.
+
+  The attention logits and their softmax are float32 whatever the compute dtype."""
 
   norm_groups: int = 32
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     b, h, w, c = x.shape
-    y = _norm(c, self.norm_groups, "norm")(x)
-    q, k, v = (nn.Dense(c, name=n)(y).reshape(b, h * w, c) for n in ("q", "k", "v"))
-    weights = jax.nn.softmax(jnp.einsum("bic,bjc->bij", q, k) / math.sqrt(c), axis=-1)
+    y = _norm(c, self.norm_groups, "norm", kw)(x)
+    q, k, v = (nn.Dense(c, name=n, **kw)(y).reshape(b, h * w, c) for n in ("q", "k", "v"))
+    logits = jnp.einsum("bic,bjc->bij", q, k, preferred_element_type=jnp.float32)
+    weights = jax.nn.softmax(logits / math.sqrt(c), axis=-1).astype(v.dtype)
     y = jnp.einsum("bij,bjc->bic", weights, v).reshape(b, h, w, c)
-    return x + nn.Dense(c, kernel_init=_zero, name="proj_out")(y)
+    return x + nn.Dense(c, kernel_init=_zero, name="proj_out", **kw)(y)
 
 
 class UNet(nn.Module):
-  """The epsilon network of DDPM: `(x [B, H, W, C], t int32[B], train) -> [B, H, W, C]`."""
+  """The epsilon network of DDPM: `(x [B, H, W, C], t int32[B], train) -> [B, H, W, C]`.
+
+  `dtype` is the compute dtype (None: float32 inputs compute in float32), `param_dtype`
+  the parameters' (group-norm statistics and the attention softmax stay float32; the
+  output is in the compute dtype: callers cast it before a loss). `remat` recomputes
+  each residual and attention block's activations in the backward pass instead of
+  storing them (`flax.linen.remat`): the same values, less memory, more compute.
+  """
 
   ch: int = 128
   ch_mult: Sequence[int] = (1, 2, 2, 2)
@@ -125,6 +145,9 @@ class UNet(nn.Module):
   norm_groups: int = 32
   pad_to: int = 0  # pad H and W up to at least this (and to a multiple of 2**(levels-1))
   num_classes: int = 0  # > 0: take `label int32[B]` in [0, num_classes] (num_classes = the null label)
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  remat: bool = False
 
   def padding(self, height: int, width: int) -> tuple[int, int]:
     """The padded `(H, W)` the network runs at."""
@@ -135,45 +158,52 @@ class UNet(nn.Module):
   def __call__(self, x: jax.Array, t: jax.Array, train: bool = False, label: jax.Array | None = None) -> jax.Array:
     if x.ndim != 4:
       raise ValueError(f"UNet expects x [B, H, W, C], got shape {x.shape}")
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+    # `train` decides dropout (Python control flow): static under remat.
+    res_block = nn.remat(ResBlock, static_argnums=(3,)) if self.remat else ResBlock
+    attn_block = nn.remat(AttnBlock) if self.remat else AttnBlock
     b, height, width, channels = x.shape
     ph, pw = self.padding(height, width)
     top, left = (ph - height) // 2, (pw - width) // 2
     if (ph, pw) != (height, width):
       x = jnp.pad(x, ((0, 0), (top, ph - height - top), (left, pw - width - left), (0, 0)))
     temb = timestep_embedding(t, self.ch)
-    temb = nn.Dense(4 * self.ch, name="temb_0")(temb)
-    temb = nn.Dense(4 * self.ch, name="temb_1")(nn.swish(temb))
-    temb = _add_label_embedding(temb, label, self.num_classes)
+    temb = nn.Dense(4 * self.ch, name="temb_0", **kw)(temb)
+    temb = nn.Dense(4 * self.ch, name="temb_1", **kw)(nn.swish(temb))
+    temb = _add_label_embedding(temb, label, self.num_classes, kw)
 
     def res(h, out_ch, name):
-      return ResBlock(out_ch, self.dropout, self.norm_groups, name=name)(h, temb, train)
+      return res_block(out_ch, self.dropout, self.norm_groups, name=name, **kw)(h, temb, train)
 
-    h = nn.Conv(self.ch, (3, 3), name="conv_in")(x)
+    def attn(h, name):
+      return attn_block(self.norm_groups, name=name, **kw)(h)
+
+    h = nn.Conv(self.ch, (3, 3), name="conv_in", **kw)(x)
     skips = [h]
     levels = len(self.ch_mult)
     for i, mult in enumerate(self.ch_mult):
       for j in range(self.num_res_blocks):
         h = res(h, self.ch * mult, f"down_{i}_res_{j}")
         if h.shape[1] in self.attn_resolutions:
-          h = AttnBlock(self.norm_groups, name=f"down_{i}_attn_{j}")(h)
+          h = attn(h, f"down_{i}_attn_{j}")
         skips.append(h)
       if i != levels - 1:
-        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), name=f"down_{i}_downsample")(h)
+        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), name=f"down_{i}_downsample", **kw)(h)
         skips.append(h)
     h = res(h, h.shape[-1], "mid_res_0")
-    h = AttnBlock(self.norm_groups, name="mid_attn")(h)
+    h = attn(h, "mid_attn")
     h = res(h, h.shape[-1], "mid_res_1")
     for i in reversed(range(levels)):
       for j in range(self.num_res_blocks + 1):
         h = res(jnp.concatenate([h, skips.pop()], axis=-1), self.ch * self.ch_mult[i], f"up_{i}_res_{j}")
         if h.shape[1] in self.attn_resolutions:
-          h = AttnBlock(self.norm_groups, name=f"up_{i}_attn_{j}")(h)
+          h = attn(h, f"up_{i}_attn_{j}")
       if i != 0:
         h = upsample_nearest_2x(h)
-        h = nn.Conv(h.shape[-1], (3, 3), name=f"up_{i}_upsample")(h)
+        h = nn.Conv(h.shape[-1], (3, 3), name=f"up_{i}_upsample", **kw)(h)
     assert not skips
-    h = nn.swish(_norm(h.shape[-1], self.norm_groups, "norm_out")(h))
-    h = nn.Conv(channels, (3, 3), kernel_init=_zero, name="conv_out")(h)
+    h = nn.swish(_norm(h.shape[-1], self.norm_groups, "norm_out", kw)(h))
+    h = nn.Conv(channels, (3, 3), kernel_init=_zero, name="conv_out", **kw)(h)
     return h[:, top : top + height, left : left + width, :]
 
 
@@ -182,20 +212,25 @@ class TimeMLP(nn.Module):
 
   The sinusoidal embedding of `t` goes through Dense-swish-Dense (plus the label
   embedding when `num_classes > 0`, as in `UNet`) and is added to every hidden layer
-  (Dense, + time projection, swish).
+  (Dense, + time projection, swish). `dtype`, `param_dtype` as in `UNet`.
   """
 
   hidden: Sequence[int] = (128, 128, 128)
   temb_dim: int = 64
   num_classes: int = 0  # > 0: take `label int32[B]` in [0, num_classes] (num_classes = the null label)
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, t: jax.Array, train: bool = False, label: jax.Array | None = None) -> jax.Array:
+    kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     temb = timestep_embedding(t, self.temb_dim)
-    temb = nn.Dense(self.temb_dim, name="temb_1")(nn.swish(nn.Dense(self.temb_dim, name="temb_0")(temb)))
-    temb = _add_label_embedding(temb, label, self.num_classes)
+    temb = nn.Dense(self.temb_dim, name="temb_1", **kw)(
+      nn.swish(nn.Dense(self.temb_dim, name="temb_0", **kw)(temb))
+    )
+    temb = _add_label_embedding(temb, label, self.num_classes, kw)
     h = x
     for i, width in enumerate(self.hidden):
-      h = nn.Dense(width, name=f"dense_{i}")(h) + nn.Dense(width, name=f"temb_proj_{i}")(temb)
+      h = nn.Dense(width, name=f"dense_{i}", **kw)(h) + nn.Dense(width, name=f"temb_proj_{i}", **kw)(temb)
       h = nn.swish(h)
-    return nn.Dense(x.shape[-1], kernel_init=_zero, name="dense_out")(h)
+    return nn.Dense(x.shape[-1], kernel_init=_zero, name="dense_out", **kw)(h)

@@ -279,6 +279,16 @@ RESUME_MUST_MATCH: tuple[str, ...] = ("eval.use_ema",)
 
 _ABSENT = "(absent)"
 
+#: Keys added to the configs after runs had been saved without them, with the value that does what
+#: those runs did: a config.json that lacks one is read as holding this value (by `changed_keys`, so
+#: an older run resumes unless the key is now set otherwise, and by `genjax/configs/_saved.py`).
+#: Only keys the other config declares are filled (`model.remat` exists for the U-Net families only).
+ADDED_KEYS: dict[str, Any] = {
+  "model.dtype": "float32",
+  "model.param_dtype": "float32",
+  "model.remat": False,
+}
+
 
 def flatten_config(config: dict, prefix: str = "") -> dict[str, Any]:
   """`{'a': {'b': 1}}` -> `{'a.b': 1}`; an empty section stays as `{'a': {}}`."""
@@ -299,9 +309,17 @@ def _normalize(config: Any) -> dict:
   return json.loads(json.dumps(config))
 
 
-def changed_keys(saved: Any, new: Any) -> list[str]:
-  """Every dotted key whose value differs (or exists in one config only), sorted."""
+def _flat_pair(saved: Any, new: Any) -> tuple[dict, dict]:
+  """Both configs flattened; `ADDED_KEYS` that `new` declares and `saved` lacks take their old value."""
   a, b = flatten_config(_normalize(saved)), flatten_config(_normalize(new))
+  a.update({k: v for k, v in ADDED_KEYS.items() if k in b and k not in a})
+  return a, b
+
+
+def changed_keys(saved: Any, new: Any) -> list[str]:
+  """Every dotted key whose value differs (or exists in one config only), sorted. A key of
+  `ADDED_KEYS` missing from `saved` counts as holding its old value there."""
+  a, b = _flat_pair(saved, new)
   return sorted(k for k in a.keys() | b.keys() if (k in a) != (k in b) or a.get(k) != b.get(k))
 
 
@@ -322,7 +340,7 @@ def check_resume(saved: Any, new: Any) -> list[str]:
 
 def format_changes(saved: Any, new: Any, keys: list[str]) -> str:
   """One line: `model.hidden: saved [64, 32], now [128, 32]; seed: saved 0, now 1`."""
-  a, b = flatten_config(_normalize(saved)), flatten_config(_normalize(new))
+  a, b = _flat_pair(saved, new)
 
   def show(d, k):
     return json.dumps(d[k]) if k in d else _ABSENT
