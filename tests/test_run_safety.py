@@ -105,7 +105,14 @@ def test_readers_use_the_saved_config_and_never_write(trained, tmp_path):
   before = {
     os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(trained) for f in fs
   }
-  p = run_module("experiments.evaluate", f"--workdir={trained}", "--checkpoint=best", "--sample_stats=0")
+  # No --config: the saved one, with an override on top (the override flags exist before they are read).
+  p = run_module(
+    "experiments.evaluate",
+    "--config.eval.batch_size=64",
+    f"--workdir={trained}",
+    "--checkpoint=best",
+    "--sample_stats=0",
+  )
   assert p.returncode == 0, p.stderr[-2000:]
   result = json.loads(p.stdout.strip().splitlines()[-1])
   assert result["family"] == "autoencoder" and result["num_examples"] > 100

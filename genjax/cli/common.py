@@ -134,7 +134,8 @@ def _parse(argv: list[str], main_module: str, reader: bool) -> list[str]:
     sys.exit(0)
   workdir = _workdir_arg(argv)
   if reader and _config_arg(argv) is None and workdir:  # the run's own config.json
-    argv = list(argv) + [f"--config={os.path.join(CONFIG_DIR, '_saved.py')}:{workdir}"]
+    # First: ml-collections defines the --config.KEY override flags when it reads --config.
+    argv = [argv[0], f"--config={os.path.join(CONFIG_DIR, '_saved.py')}:{workdir}", *argv[1:]]
   out = []
   for a in argv:
     if a.startswith("--config="):
