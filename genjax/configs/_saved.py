@@ -5,7 +5,7 @@ given, so a trained run is evaluated with exactly the config it was trained with
 `--config.<key>=<value>` overrides still apply on top. Shared keys added to
 `genjax/configs/default.py` since the run was saved (e.g. `train.profile_steps`) take their
 defaults, and model keys added since (`genjax.train.workdir.ADDED_KEYS`: `model.dtype`,
-`model.param_dtype`, and `model.remat` where the family declares it) the value that does what
+`model.param_dtype`, `model.remat`, the guidance keys, ... where the family declares them) the value that does what
 the run did, so an older run stays readable.
 """
 
@@ -27,6 +27,7 @@ def get_config(workdir: str | None = None):
   shared = flatten_config(get_base_config().to_dict())
   family = models.family_class(config.model.family)
   declared = {f"model.{k}" for k in fields(family.Model) + fields(models.Precision)}
+  declared |= {f"sampling.{k}" for k in fields(family.Sampling)}
   shared.update({k: v for k, v in ADDED_KEYS.items() if k in declared})
   for key, value in shared.items():
     *parents, name = key.split(".")

@@ -287,6 +287,10 @@ ADDED_KEYS: dict[str, Any] = {
   "model.dtype": "float32",
   "model.param_dtype": "float32",
   "model.remat": False,
+  "model.conditional": False,  # DDPM: classifier-free guidance
+  "model.label_dropout": 0.0,
+  "sampling.guidance": 0.0,
+  "sampling.sampler": "cached",  # PixelCNN (the same samples as the full recompute); others always saved it
 }
 
 
