@@ -148,7 +148,8 @@ def _unwritable(path):
 
 
 def _largest_file(directory: str) -> str:
-  files = [os.path.join(dp, f) for dp, _, fs in os.walk(directory) for f in fs]
+  """The largest data file of a checkpoint (never manifest.json, which a tiny state can outgrow)."""
+  files = [os.path.join(dp, f) for dp, _, fs in os.walk(directory) for f in fs if f != "manifest.json"]
   return max(files, key=os.path.getsize)
 
 
@@ -226,6 +227,12 @@ def _damage(d, kind: str) -> tuple[int, str]:
     text = open(path).read()
     open(path, "w").write(text[: len(text) // 2])
     return 30, "bad-manifest"
+  if kind == "binary-manifest":  # bytes that are not UTF-8 (a flipped first byte)
+    path = os.path.join(step_dir, MANIFEST)
+    data = bytearray(open(path, "rb").read())
+    data[0] = 0x84
+    open(path, "wb").write(bytes(data))
+    return 30, "bad-manifest"
   if kind == "edited-manifest":  # valid JSON, but the metrics were changed by hand
     path = os.path.join(step_dir, MANIFEST)
     m = json.load(open(path))
@@ -242,6 +249,7 @@ DAMAGE_KINDS = [
   "flipped-bytes",
   "missing-manifest",
   "garbled-manifest",
+  "binary-manifest",
   "edited-manifest",
 ]
 

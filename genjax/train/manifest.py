@@ -78,7 +78,7 @@ def read_manifest(step_dir: str) -> tuple[dict | None, str, str]:
   """
   path = os.path.join(step_dir, MANIFEST)
   try:
-    with open(path) as f:
+    with open(path, "rb") as f:  # bytes: a damaged (non-UTF-8) manifest is judged below, not raised here
       text = f.read()
   except FileNotFoundError:
     if not os.path.isdir(step_dir):
