@@ -48,7 +48,7 @@ class RealNVPModel:
 
   num_scales: int  # images: scales of the multi-scale flow
   features: int  # images: residual conv net width in every coupling
-  num_blocks: int  # images: residual blocks per coupling net
+  num_blocks: int  # images: residual blocks per coupling net (0: conv in, conv out)
   batch_norm: bool
   bn_momentum: float
   alpha: float  # images: logit preprocessing logit(alpha + (1 - 2 alpha) x)
@@ -56,8 +56,10 @@ class RealNVPModel:
   hidden: tuple[int, ...]  # vectors: MLP widths
 
   def __post_init__(self):
-    for name in ("num_scales", "features", "num_blocks", "num_couplings"):
+    for name in ("num_scales", "features", "num_couplings"):
       require(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+    # 0: the coupling net is conv-relu-conv, no residual blocks (the peer preset's Glow-sized net)
+    require(self.num_blocks >= 0, "num_blocks", self.num_blocks, "an integer >= 0")
     require(0.0 <= self.alpha < 0.5, "alpha", self.alpha, "a number in [0, 0.5)")
     require(0.0 <= self.bn_momentum < 1.0, "bn_momentum", self.bn_momentum, "a number in [0, 1)")
     require(len(self.hidden) > 0 and min(self.hidden) > 0, "hidden", self.hidden, "positive widths")
