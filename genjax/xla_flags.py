@@ -43,7 +43,15 @@ CANDIDATES: dict[str, tuple[str, ...]] = {"default": (), "eigen_convs": EIGEN_CO
 
 # Whole-step milliseconds per flag set, medians of interleaved runs of `python -m benchmarks.flag_sweep`
 # (2 cores; see the README's benchmark section): (case, widest conv channels, {candidate: ms}).
-MEASURED: list[tuple[str, int, dict[str, float]]] = []
+# Measured 2026-12-01 (jaxlib 0.10.2, 2 cores, load ~1.5), medians of 2 interleaved rounds at the peers'
+# batch sizes (README, benchmark section): Eigen gains at 128 and 512 channels, loses at 64 (the flow's
+# 1-4-channel couplings run best on YNNPACK), and cannot matter at 16 (YNNPACK takes > 16 only).
+MEASURED: list[tuple[str, int, dict[str, float]]] = [
+  ("gan_dcgan64_peer", 512, {"default": 1447.0, "eigen_convs": 1307.0}),
+  ("ddpm_peer", 128, {"default": 1661.0, "eigen_convs": 1096.0}),
+  ("realnvp_peer", 64, {"default": 216.0, "eigen_convs": 288.0}),
+  ("pixelcnn_peer", 16, {"default": 1580.0, "eigen_convs": 1553.0}),
+]
 
 
 class Choice(NamedTuple):
