@@ -21,12 +21,16 @@ from tests.helpers import REPO, run_module
     ("experiments.train", []),
     ("experiments.evaluate", ["--checkpoint", "--sample_stats", "--split"]),
     ("experiments.sample", ["--kind", "--num", "--label", "--guidance", "--temperature"]),
+    ("genjax.benchmarks.step_throughput", ["--batch_sizes", "--steps"]),
+    ("genjax.benchmarks.sampling_throughput", ["--num", "--repeats"]),
+    ("genjax.benchmarks.op_report", ["--batch_size", "--min_time"]),
   ],
 )
 def test_help_lists_the_commands_own_flags(module, own):
   p = run_module(module, "--help")
   assert p.returncode == 0, p.stderr
-  for flag in ["--config", "--workdir", "--jax_distributed", "--print_config", *own]:
+  shared = ["--workdir"] if module.startswith("experiments") else []
+  for flag in ["--config", "--jax_distributed", "--print_config", *shared, *own]:
     assert f"  {flag}:" in p.stdout, (flag, p.stdout)
 
 

@@ -539,7 +539,7 @@ def main(argv):
 
 def entry() -> None:
   """The `genjax-op-report` console script."""
-  common.run(main)
+  common.run(main, __name__)
 
 
 if __name__ == "__main__":
