@@ -41,6 +41,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax.nn import conv2d
+
 MASKS = ("checkerboard", "channel", "alternate")
 
 
@@ -89,12 +91,13 @@ class ResNetST(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-    h = nn.Conv(self.features, (3, 3), name="conv_in", **kw)(x)
+    h = conv2d.Conv(self.features, (3, 3), name="conv_in", **kw)(x)  # narrow input: im2col
     for i in range(self.num_blocks):
       r = nn.Conv(self.features, (3, 3), name=f"block_{i}_a", **kw)(nn.relu(h))
       r = nn.Conv(self.features, (3, 3), name=f"block_{i}_b", **kw)(nn.relu(r))
       h = h + r
-    return nn.Conv(self.out, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out", **kw)(nn.relu(h))
+    # narrow output: summed tap responses
+    return conv2d.Conv(self.out, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out", **kw)(nn.relu(h))
 
 
 class MLPST(nn.Module):
