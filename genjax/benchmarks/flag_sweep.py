@@ -18,11 +18,9 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 
 from genjax import xla_flags
-from genjax.benchmarks import suite
+from genjax.benchmarks import peer_compare, suite
 
 
 def _config(spec: str):
@@ -34,27 +32,17 @@ def _config(spec: str):
 
 
 def run(config: str, batch: int, flags: tuple[str, ...], steps: int, repeats: int, warmup: int | None) -> dict:
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [suite.ROOT, os.environ.get("PYTHONPATH")])))
+  """One step-throughput process with exactly `flags` as XLA_FLAGS (none: XLA's defaults)."""
+  env = dict(os.environ)
   for k in (xla_flags.ENV, xla_flags.MARK, xla_flags.OFF):
     env.pop(k, None)
   if flags:
     env[xla_flags.ENV] = " ".join(flags)
   else:
     env[xla_flags.OFF] = "1"
-  cmd = [
-    sys.executable,
-    "-m",
-    "genjax.benchmarks.step_throughput",
-    f"--config={config}",
-    f"--batch_sizes={batch}",
-    f"--steps={steps}",
-    f"--repeats={repeats}",
-  ] + ([f"--warmup={warmup}"] if warmup is not None else [])
-  p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-  if p.returncode != 0:
-    raise RuntimeError(f"{config} with {flags} failed:\n{p.stderr[-3000:]}")
-  record = json.loads(p.stdout.strip().splitlines()[-1])
-  return record[0] if isinstance(record, list) else record
+  return peer_compare.run_genjax(
+    config, batch, steps, repeats, None, warmup=2 if warmup is None else warmup, env=env
+  )
 
 
 def main():
@@ -67,8 +55,10 @@ def main():
   args = ap.parse_args()
   cases = []
   for name, config, sizes, devices, _, *caps in suite.CASES:
+    if devices or " " in config or args.only not in name:
+      continue  # forced devices, or a variant with overrides (bf16, remat) of a case swept as itself
     width = xla_flags.widest_conv(_config(config))
-    if devices or not width or args.only not in name:
+    if not width:
       continue
     caps = caps[0] if caps else {}
     cases.append((name, config, sizes[0], width, caps))

@@ -52,8 +52,13 @@ def _last_json(p: subprocess.CompletedProcess, what: str) -> dict:
   return record[0] if isinstance(record, list) else record
 
 
-def run_genjax(config: str, batch: int, steps: int, repeats: int, threads: int) -> dict:
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+def run_genjax(
+  config: str, batch: int, steps: int, repeats: int, threads: int | None, warmup: int = 2, env: dict | None = None
+) -> dict:
+  """One `benchmarks.step_throughput` process (pinned to `threads` CPUs unless None) -> its record.
+  `env`: the child's environment (default: this process's)."""
+  env = dict(os.environ if env is None else env)
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
   cmd = [
     sys.executable,
     "-m",
@@ -62,9 +67,10 @@ def run_genjax(config: str, batch: int, steps: int, repeats: int, threads: int) 
     f"--batch_sizes={batch}",
     f"--steps={steps}",
     f"--repeats={repeats}",
-    "--warmup=2",
+    f"--warmup={warmup}",
   ]
-  p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, preexec_fn=_pin(threads))
+  pin = _pin(threads) if threads else None
+  p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, preexec_fn=pin)
   return _last_json(p, f"genjax {config}")
 
 
