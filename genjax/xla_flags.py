@@ -113,6 +113,13 @@ def current(environ: dict | None = None) -> dict:
   return {"flags": flags, "source": "user", "reason": None}
 
 
+def describe(environ: dict | None = None) -> str:
+  """This process's XLA flags and where they came from, in one line (the trainer logs it at start-up)."""
+  info = current(environ)
+  source = {"user": "set by the user", "genjax": f"chosen by genjax: {info['reason']}"}
+  return f"{info['flags'] or 'XLA defaults'} ({source.get(info['source'], info['reason'] or 'none set')})"
+
+
 def _backend_started() -> bool:
   if "jax" not in sys.modules:
     return False

@@ -89,3 +89,11 @@ def test_does_nothing_once_the_backend_has_started(monkeypatch):
 @pytest.mark.parametrize("family", ["gan", "ddpm", "realnvp", "vae", "pixelcnn"])
 def test_every_image_family_has_a_width_rule(family):
   assert xla_flags.widest_conv(tiny_config(family, "tiny")) is not None
+
+
+def test_describe_names_the_flags_and_their_source():
+  assert xla_flags.describe({}) == "XLA defaults (none set)"
+  user = {"XLA_FLAGS": "--a"}
+  assert xla_flags.describe(user) == "--a (set by the user)"
+  ours = {"XLA_FLAGS": "--b", "GENJAX_XLA_FLAGS": "--b", "GENJAX_XLA_FLAGS_REASON": "widest conv 512"}
+  assert xla_flags.describe(ours) == "--b (chosen by genjax: widest conv 512)"

@@ -119,14 +119,7 @@ def _train(config: Any, workdir: str, mesh, is_chief: bool) -> dict:
     if start >= tc.num_steps:
       log.info("step %d already reached (train.num_steps=%d): nothing to do", start, tc.num_steps)
       return {}
-    flags = xla_flags.current()
-    log.info(
-      "XLA flags: %s (%s)",
-      flags["flags"] or "XLA's defaults",
-      {"user": "set by the user", "genjax": f"chosen by genjax: {flags['reason']}"}.get(
-        flags["source"], flags["reason"] or "none set"
-      ),
-    )
+    log.info("XLA flags: %s", xla_flags.describe())
     log.info(
       "training %s on %d %s device(s) in %d process(es), global batch %d, from step %d to %d",
       exp.family.name,
