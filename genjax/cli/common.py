@@ -89,13 +89,18 @@ def fail(message: str, status: int = 2) -> None:
   sys.exit(status)
 
 
-def _config_arg(argv: list[str]) -> str | None:
+def _arg(argv: list[str], name: str) -> str | None:
+  """The value of `--name=V` or `--name V` in `argv` (read before absl parses it), else None."""
   for i, a in enumerate(argv):
-    if a.startswith("--config="):
-      return a[len("--config=") :]
-    if a == "--config" and i + 1 < len(argv):
+    if a.startswith(f"--{name}="):
+      return a[len(name) + 3 :]
+    if a == f"--{name}" and i + 1 < len(argv):
       return argv[i + 1]
   return None
+
+
+def _config_arg(argv: list[str]) -> str | None:
+  return _arg(argv, "config")
 
 
 def _check_config_file(spec: str) -> None:
@@ -119,20 +124,11 @@ def _help(main_module: str) -> None:
   print("  --helpfull: every flag, including JAX's and absl's")
 
 
-def _workdir_arg(argv: list[str]) -> str | None:
-  for i, a in enumerate(argv):
-    if a.startswith("--workdir="):
-      return a[len("--workdir=") :]
-    if a == "--workdir" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
-
-
 def _parse(argv: list[str], main_module: str, reader: bool) -> list[str]:
   if any(a in ("--help", "-h", "-?") for a in argv[1:]):
     _help(main_module)
     sys.exit(0)
-  workdir = _workdir_arg(argv)
+  workdir = _arg(argv, "workdir")
   if reader and _config_arg(argv) is None and workdir:  # the run's own config.json
     # First: ml-collections defines the --config.KEY override flags when it reads --config.
     argv = [argv[0], f"--config={os.path.join(CONFIG_DIR, '_saved.py')}:{workdir}", *argv[1:]]
