@@ -18,7 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genjax.nn.masked import GatedPixelCNN, MaskedConv, PixelCNN, mask, masked_conv, vertical_mask
+from genjax.nn.masked import (
+  GatedPixelCNN,
+  MaskedConv,
+  PixelCNN,
+  mask,
+  masked_conv,
+  masked_conv_cm,
+  vertical_mask,
+)
 
 
 def _key(seed):
@@ -210,6 +218,55 @@ def test_masked_conv_is_the_full_masked_kernel_conv(name, m):
     assert np.all(np.asarray(new[2])[m == 1] != 0.0)
 
 
+@pytest.mark.parametrize("name, m", MASKS, ids=[n for n, _ in MASKS])
+def test_masked_conv_cm_is_masked_conv(name, m):
+  """`masked_conv_cm` on channel-major activations `[C, B, H, W]` (one im2col product over the
+  mask's taps) is `masked_conv` on NHWC ones: values and both gradients to float rounding,
+  and exactly zero gradient for every masked-out kernel entry."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(2, 6, 7, 6)), jnp.float32)
+  kernel = jnp.asarray(rng.normal(size=m.shape), jnp.float32)
+  probe = jnp.asarray(rng.normal(size=(2, 6, 7, 6)), jnp.float32)
+  cm = lambda x, k, m: jnp.moveaxis(masked_conv_cm(jnp.moveaxis(x, -1, 0), k, m), 0, -1)  # noqa: E731
+
+  def values_and_grads(f):
+    loss = lambda x, k: jnp.sum(f(x, k, m) * probe)  # noqa: E731
+    return jax.jit(lambda x, k: (f(x, k, m), *jax.grad(loss, argnums=(0, 1))(x, k)))(x, kernel)
+
+  new, ref = values_and_grads(cm), values_and_grads(masked_conv)
+  for a, b in zip(new, ref, strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+  assert np.all(np.asarray(new[2])[m == 0] == 0.0)
+
+
+@pytest.mark.parametrize(
+  "c, num_classes, num_logits",
+  [(1, 0, 1), (1, 3, 256), (3, 0, 4), (3, 3, 256)],
+  ids=["bern", "cond256", "rgb", "rgb256"],
+)
+def test_pixelcnn_channel_major_is_the_nhwc_network(c, num_classes, num_logits):
+  """The plain PixelCNN computed channel-major (the default for narrow streams) and in NHWC is
+  the same function of the same parameters: logits and every parameter's gradient agree to
+  float rounding (a narrow head stays channel-major, a 256-way one goes back to NHWC first)."""
+  kw = dict(features=12, num_blocks=2, num_logits=num_logits, num_color_channels=c, num_classes=num_classes)
+  cm, nhwc = PixelCNN(channel_major=True, **kw), PixelCNN(channel_major=False, **kw)
+  x = _images(7, 6, c, n=3)
+  x = jnp.concatenate(x, 0)
+  label = jnp.array([0, 2, 1]) if num_classes else None
+  params = cm.init(_key(0), x, label)["params"]
+  assert jax.tree.structure(params) == jax.tree.structure(nhwc.init(_key(0), x, label)["params"])
+  probe = jax.random.normal(_key(1), x.shape + (num_logits,))
+
+  def values_and_grads(net):
+    loss = lambda p: jnp.sum(net.apply({"params": p}, x, label) * probe)  # noqa: E731
+    return jax.jit(lambda p: (net.apply({"params": p}, x, label), jax.grad(loss)(p)))(params)
+
+  (y1, g1), (y2, g2) = values_and_grads(cm), values_and_grads(nhwc)
+  np.testing.assert_allclose(np.asarray(y1), np.asarray(y2), rtol=1e-5, atol=1e-5)
+  chex.assert_trees_all_close(g1, g2, rtol=1e-4, atol=1e-5)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(g1)) > 0
+
+
 # --- network reach ---------------------------------------------------------------------------
 
 
@@ -269,10 +326,11 @@ def _plain_offsets(num_blocks, k0=7, k=3):
   return reach
 
 
-@pytest.mark.parametrize("c, num_classes", [(1, 0), (3, 0), (1, 3), (3, 3)])
-def test_pixelcnn_causal(c, num_classes):
+@pytest.mark.parametrize("c, num_classes, cm", [(1, 0, True), (3, 0, True), (1, 3, False), (3, 3, True)])
+def test_pixelcnn_causal(c, num_classes, cm):
   h = w = 6
-  net = PixelCNN(features=24, num_blocks=2, num_logits=4, num_color_channels=c, num_classes=num_classes)
+  kw = dict(num_color_channels=c, num_classes=num_classes, channel_major=cm)
+  net = PixelCNN(features=24, num_blocks=2, num_logits=4, **kw)
   xs = _images(h, w, c)
   label = jnp.array([2]) if num_classes else None
   jacs = _jacobians(net, _params(net, xs[0], label), xs, label)

@@ -90,6 +90,8 @@ def vertical_mask(
 
 
 _DN = ("NHWC", "HWIO", "NHWC")
+# Widest residual stream (features) for which `PixelCNN` computes channel-major by default (measured).
+CHANNEL_MAJOR_MAX = 128
 
 
 def masked_conv(x: jax.Array, kernel: jax.Array, m: np.ndarray) -> jax.Array:
@@ -123,12 +125,54 @@ def masked_conv(x: jax.Array, kernel: jax.Array, m: np.ndarray) -> jax.Array:
   return jax.lax.conv_general_dilated(x, kc, (1, 1), padding, dimension_numbers=_DN)
 
 
-def _conv(module: nn.Module, x: jax.Array, m: np.ndarray) -> jax.Array:
-  """`masked_conv` with a kernel param `[kh, kw, Cin, Cout]` (lecun-normal over the full
-  kernel shape, masked entries included) and a bias param `[Cout]`."""
+def _shift_cm(x: jax.Array, dy: int, dx: int) -> jax.Array:
+  """`out[:, :, h, w] = x[:, :, h + dy, w + dx]` of `x [C, B, H, W]`, zero outside `x`."""
+  zero = jnp.zeros((), x.dtype)
+  return jax.lax.pad(x, zero, ((0, 0, 0), (0, 0, 0), (-dy, dy, 0), (-dx, dx, 0)))  # negative edges crop
+
+
+def masked_conv_cm(x: jax.Array, kernel: jax.Array, m: np.ndarray) -> jax.Array:
+  """`masked_conv` in channel-major layout: `x [Cin, B, H, W]` -> `[Cout, B, H, W]`, the
+  kernel still HWIO `[kh, kw, Cin, Cout]` with its mask `m`.
+
+  Computed as one matrix product over the taps where the mask has a non-zero entry
+  (im2col): the T shifted copies of `x` stacked into `[T Cin, B H W]`, multiplied by
+  the masked kernel slices `[Cout, T Cin]` (a centre 1 x 1 tap alone is the product
+  with `x` itself). Pixels are the minor axis of every product here, forward and
+  backward: the weight gradient contracts them as the last axis of both operands, so
+  XLA:CPU needs no transposes of the activations, which the NHWC convolution's weight
+  gradient with 16-32 channels spends most of its time on (README, benchmark section).
+  The same linear map as `masked_conv` up to float rounding, with exactly zero
+  gradients for masked-out kernel entries.
+  """
+  kh, kw = m.shape[:2]
+  cin, cout = m.shape[2:]
+  taps = [(i, j) for i in range(kh) for j in range(kw) if m[i, j].any()]
+  if not taps:
+    return jnp.zeros((cout,) + x.shape[1:], x.dtype)
+
+  def tap(i, j):
+    k = kernel[i, j]
+    return k if m[i, j].all() else k * jnp.asarray(m[i, j], kernel.dtype)
+
+  flat = x.reshape(cin, -1)
+  if taps == [(kh // 2, kw // 2)]:
+    y = jnp.dot(tap(*taps[0]).T, flat)
+  else:
+    cols = jnp.concatenate([_shift_cm(x, i - kh // 2, j - kw // 2) for i, j in taps], axis=0)
+    w = jnp.concatenate([tap(i, j) for i, j in taps], axis=0)  # [T Cin, Cout], tap-major as `cols`
+    y = jnp.dot(w.T, cols.reshape(len(taps) * cin, -1))
+  return y.reshape((cout,) + x.shape[1:])
+
+
+def _conv(module: nn.Module, x: jax.Array, m: np.ndarray, channel_major: bool = False) -> jax.Array:
+  """`masked_conv` (or `masked_conv_cm`) with a kernel param `[kh, kw, Cin, Cout]` (lecun-normal
+  over the full kernel shape, masked entries included) and a bias param `[Cout]`."""
   kernel = module.param("kernel", nn.initializers.lecun_normal(), m.shape, module.param_dtype)
   bias = module.param("bias", nn.initializers.zeros_init(), (m.shape[-1],), module.param_dtype)
   x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+  if channel_major:
+    return masked_conv_cm(x, kernel, m) + bias[:, None, None, None]
   return masked_conv(x, kernel, m) + bias
 
 
@@ -146,6 +190,23 @@ class MaskedConv(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     m = mask(self.kernel_size, x.shape[-1], self.features, self.mask_type, self.num_color_channels)
     return _conv(self, x, m)
+
+
+class MaskedConvCM(nn.Module):
+  """`MaskedConv` on channel-major activations: `[Cin, B, H, W] -> [features, B, H, W]`, with
+  the same parameters (`kernel [kh, kw, Cin, features]` HWIO, `bias [features]`)."""
+
+  features: int
+  kernel_size: Sequence[int]
+  mask_type: str
+  num_color_channels: int = 1
+  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    m = mask(self.kernel_size, x.shape[0], self.features, self.mask_type, self.num_color_channels)
+    return _conv(self, x, m, channel_major=True)
 
 
 class VerticalConv(nn.Module):
@@ -229,6 +290,10 @@ class PixelCNN(nn.Module):
     num_color_channels: C of the images.
     num_classes: 0 for unconditional; else a learned label embedding is added to the
       input-layer output and to the input of every block.
+    channel_major: compute on channel-major activations `[F, B, H, W]` (`MaskedConvCM`)
+      instead of NHWC; the same parameters and the same function to float rounding. None
+      picks it for streams of at most `CHANNEL_MAJOR_MAX` features, where it is faster
+      on XLA:CPU (measured: README, benchmark section).
   Shapes: x float `[B, H, W, C]` (scaled by the caller, e.g. to [-1, 1]), label
     int `[B]` -> logits `[B, H, W, C, num_logits]`.
   """
@@ -240,6 +305,7 @@ class PixelCNN(nn.Module):
   num_classes: int = 0
   kernel_size: int = 3
   first_kernel_size: int = 7
+  channel_major: bool | None = None  # activations [F, B, H, W] inside; None: when features <= CHANNEL_MAJOR_MAX
   dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
   param_dtype: Any = jnp.float32
 
@@ -260,18 +326,31 @@ class PixelCNN(nn.Module):
         f"blocks' bottleneck of features // 2 channels is split into colour groups)"
       )
 
+    cm = self.channel_major if self.channel_major is not None else f <= CHANNEL_MAJOR_MAX
+    conv = MaskedConvCM if cm else MaskedConv
+
     def cond(name):
-      return _label_bias(label, self.num_classes, f, name, kw)
+      bias = _label_bias(label, self.num_classes, f, name, kw)  # [B, 1, 1, f] or 0
+      return jnp.moveaxis(bias, -1, 0) if cm and label is not None else bias
 
     k = self.kernel_size
-    h = MaskedConv(f, (self.first_kernel_size,) * 2, "A", c, name="conv_in", **kw)(x)
+    h = conv(f, (self.first_kernel_size,) * 2, "A", c, name="conv_in", **kw)(jnp.moveaxis(x, -1, 0) if cm else x)
     h = h + cond("embed_in")
     for i in range(self.num_blocks):
       r = nn.relu(h + cond(f"embed_{i}"))
-      r = nn.relu(MaskedConv(f // 2, (1, 1), "B", c, name=f"block_{i}_in", **kw)(r))
-      r = nn.relu(MaskedConv(f // 2, (k, k), "B", c, name=f"block_{i}_conv", **kw)(r))
-      h = h + MaskedConv(f, (1, 1), "B", c, name=f"block_{i}_out", **kw)(r)
-    return _to_logits(h, c, self.num_logits, kw)
+      r = nn.relu(conv(f // 2, (1, 1), "B", c, name=f"block_{i}_in", **kw)(r))
+      r = nn.relu(conv(f // 2, (k, k), "B", c, name=f"block_{i}_conv", **kw)(r))
+      h = h + conv(f, (1, 1), "B", c, name=f"block_{i}_out", **kw)(r)
+    if not cm:
+      return _to_logits(h, c, self.num_logits, kw)
+    h = nn.relu(conv(f, (1, 1), "B", c, name="out_hidden", **kw)(nn.relu(h)))
+    # The logits layer stays channel-major while it is no wider than the stream (Bernoulli: 1
+    # channel); a wide one (a 256-way softmax) runs on the stream moved back to NHWC, so that
+    # the one transpose is of `f` channels rather than of C * num_logits.
+    wide = c * self.num_logits > f
+    out = (MaskedConv if wide else MaskedConvCM)(c * self.num_logits, (1, 1), "B", c, name="out_logits", **kw)
+    h = out(jnp.moveaxis(h, 0, -1)) if wide else jnp.moveaxis(out(h), 0, -1)
+    return h.reshape(h.shape[:-1] + (c, self.num_logits))
 
 
 class GatedPixelCNN(nn.Module):
