@@ -20,12 +20,13 @@ def cpu_model() -> str:
 
 def describe() -> dict:
   """A dict for benchmark records: `xla_flags` (the process's XLA_FLAGS), `xla_flags_source`
-  ('user', 'genjax' or 'none'), `xla_flags_reason` (genjax's rule, if it chose them), `jax`,
+  ('user', 'genjax' or 'none'), `xla_flags_reason` (genjax's rule, if it chose them), `malloc`
+  (whether malloc uses transparent huge pages, `genjax.hugepages`), `jax`,
   `jaxlib`, `cpu`, `cpu_count` (usable cores), `python` and `load_average_1min`."""
   import jax
   import jaxlib
 
-  from genjax import xla_flags
+  from genjax import hugepages, xla_flags
 
   info = xla_flags.current()
   try:
@@ -36,6 +37,7 @@ def describe() -> dict:
     "xla_flags": info["flags"],
     "xla_flags_source": info["source"],
     "xla_flags_reason": info["reason"],
+    "malloc": hugepages.describe(),  # glibc's huge-page tunable (genjax.hugepages)
     "jax": jax.__version__,
     "jaxlib": jaxlib.__version__,
     "cpu": cpu_model(),

@@ -162,7 +162,8 @@ def _parse(argv: list[str], main_module: str, reader: bool) -> list[str]:
 
 def run(main, main_module: str, reader: bool = False) -> None:
   """`app.run(main)` with usage errors in one line (exit 2), `--help` for the command's flags,
-  `--print_config`, and INFO logs on stderr.
+  `--print_config`, and INFO logs on stderr. The process first re-executes itself with
+  huge pages for malloc where that helps (`genjax.hugepages`).
 
   A `reader` (evaluate, sample) without `--config` uses the config saved in `--workdir`.
   With `GENJAX_*` multi-process variables set (`python -m genjax.launch`) or with
@@ -211,6 +212,9 @@ def run(main, main_module: str, reader: bool = False) -> None:
       except (DatasetUnavailableError, CheckpointError, distributed.PeerError) as e:  # a traceback adds nothing
         fail(str(e), status=1)
 
+  from genjax import hugepages
+
+  hugepages.reexec()  # first: glibc reads its malloc tunables only when a process starts
   app.run(_main, flags_parser=lambda argv: _parse(argv, main_module, reader))
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from genjax import distributed, xla_flags
+from genjax import distributed, hugepages, xla_flags
 from genjax.eval import render
 from genjax.schema import UsageError
 from genjax.train import sharding
@@ -119,7 +119,7 @@ def _train(config: Any, workdir: str, mesh, is_chief: bool) -> dict:
     if start >= tc.num_steps:
       log.info("step %d already reached (train.num_steps=%d): nothing to do", start, tc.num_steps)
       return {}
-    log.info("XLA flags: %s", xla_flags.describe())
+    log.info("XLA flags: %s; %s", xla_flags.describe(), hugepages.describe())
     log.info(
       "training %s on %d %s device(s) in %d process(es), global batch %d, from step %d to %d",
       exp.family.name,
