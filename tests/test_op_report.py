@@ -83,3 +83,16 @@ def test_report_on_a_tiny_config_finds_every_conv_of_the_step():
   assert any(row["kind"] == "dot" and "wgrad" in row["roles"] for row in r["layers"])
   text = op_report.format_report(r)
   assert "conv 3x3/2 4x4x8->2x2x16" in text and "wgrad ms" in text
+
+
+def test_trace_reports_every_thunk_by_category_with_its_jax_op():
+  """`--trace`: a profiler trace of the compiled step gives each HLO thunk's time, summed into
+  library convolutions/matmuls and element-wise work, and names the jax op behind the slowest."""
+  t = op_report.trace_for_config(tiny_config("vae", "tiny,conv"), batch_size=8, steps=2)
+  cats = t["by_category_ms"]
+  assert cats["library (conv/dot)"] > 0 and cats["elementwise (loop fusions, copies)"] > 0, cats
+  assert abs(sum(cats.values()) - t["thunk_ms_per_step"]) < 1e-6 and t["batch_size"] == 8
+  assert t["slowest"] and all(r["ms"] >= s["ms"] for r, s in zip(t["slowest"], t["slowest"][1:], strict=False))
+  assert any("conv_general_dilated" in r["op"] or "dot_general" in r["op"] for r in t["slowest"])
+  text = op_report.format_trace(t)
+  assert "library (conv/dot)" in text and "slowest thunks" in text

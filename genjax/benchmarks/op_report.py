@@ -2,6 +2,7 @@
 
   python -m benchmarks.op_report --config=configs/gan.py:size64
   python -m benchmarks.op_report --config=configs/ddpm.py --batch_size=64 --notime_step
+  python -m benchmarks.op_report --config=configs/pixelcnn.py:peer --trace=3
 
 What it does:
 
@@ -30,6 +31,12 @@ What it does:
 5. Optionally times the whole compiled step, so the ops' summed time can be compared
    with it (the rest is elementwise work, normalization, the optimizer, copies).
 
+With `--trace=N` it instead traces N executions of the compiled step with `jax.profiler`
+and reports the time of every HLO thunk XLA:CPU ran, summed per step by category
+(library convolutions and matmuls, element-wise loop fusions and copies, ...) and for
+the slowest thunks with the jax op each came from: where the rest of a step's time
+goes (this is how the transposes before the PixelCNN's weight gradients were found).
+
 Prints a table and, as its last line, one JSON object.
 """
 
@@ -38,6 +45,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import re
 import statistics
 import sys
 import time
@@ -449,6 +458,102 @@ def report_for_function(
   }
 
 
+def _hlo_instructions(hlo: str) -> dict[str, dict]:
+  """HLO instruction name -> {'opcode', 'shape', 'kind' (a fusion's kind), 'op_name' (the jax op)}."""
+  out = {}
+  for m in re.finditer(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.*)$", hlo, re.M):
+    name, rest = m.group(1), m.group(2)
+    shape_end = rest.find(" ") if not rest.startswith("(") else rest.find(") ") + 1
+    opcode = re.match(r"\s*([\w-]+)\(", rest[shape_end:])
+    kind = re.search(r"kind=(k\w+)", rest)
+    op_name = re.search(r'op_name="([^"]+)"', rest)
+    out[name] = {
+      "opcode": opcode.group(1) if opcode else "?",
+      "shape": rest[:shape_end].strip(),
+      "kind": kind.group(1) if kind else None,
+      "op_name": op_name.group(1) if op_name else "",
+    }
+  return out
+
+
+def _category(inst: dict) -> str:
+  """A thunk's category: 'library' (convolutions and matmuls: XLA's conv/dot or a YNNPACK
+  fusion), 'elementwise' (loop fusions and copies: memory-bound), or its opcode."""
+  if inst["opcode"] in ("convolution", "dot") or inst["kind"] == "kCustom":
+    return "library (conv/dot)"
+  if inst["opcode"] in ("fusion", "copy", "transpose", "concatenate", "pad", "slice", "broadcast", "select"):
+    return "elementwise (loop fusions, copies)"
+  return inst["opcode"]
+
+
+def trace_step(fn: Callable, args: Sequence, steps: int = 3, top: int = 15) -> dict:
+  """Where a compiled step's time goes, from a `jax.profiler` trace of `steps` executions: the
+  time of every HLO thunk XLA:CPU ran (convolutions, matmuls and YNNPACK fusions, loop fusions,
+  copies...), summed per step by category and listed for the `top` slowest thunks, with the
+  jax op each came from. Thunks run concurrently on the CPU's threads, so their sum may exceed
+  the step's wall time."""
+  import glob
+  import tempfile
+
+  import jax
+
+  compiled = fn.lower(*args).compile() if hasattr(fn, "lower") else jax.jit(fn).lower(*args).compile()
+  insts = _hlo_instructions(compiled.as_text())
+  state_args = list(args)
+
+  def run():
+    nonlocal state_args
+    out = compiled(*state_args)
+    if isinstance(out, tuple) and len(out) == 2 and len(state_args) == 2:  # a donated state: feed it on
+      state_args = [out[0], state_args[1]]
+    return out
+
+  jax.block_until_ready(run())
+  with tempfile.TemporaryDirectory() as d:
+    with jax.profiler.trace(d):
+      for _ in range(steps):
+        out = run()
+      jax.block_until_ready(out)
+    paths = glob.glob(os.path.join(d, "**", "*.xplane.pb"), recursive=True)
+    data = jax.profiler.ProfileData.from_file(paths[0])
+    per_thunk: dict[str, float] = {}
+    for plane in data.planes:
+      for line in plane.lines:
+        for event in line.events:
+          if event.name in insts:
+            per_thunk[event.name] = per_thunk.get(event.name, 0.0) + event.duration_ns / 1e6 / steps
+  by_category: dict[str, float] = {}
+  for name, ms in per_thunk.items():
+    cat = _category(insts[name])
+    by_category[cat] = by_category.get(cat, 0.0) + ms
+  slowest = sorted(per_thunk.items(), key=lambda kv: -kv[1])[:top]
+  return {
+    "steps": steps,
+    "thunk_ms_per_step": sum(per_thunk.values()),
+    "by_category_ms": dict(sorted(by_category.items(), key=lambda kv: -kv[1])),
+    "slowest": [
+      {
+        "thunk": n,
+        "ms": ms,
+        "shape": insts[n]["shape"],
+        "category": _category(insts[n]),
+        "op": insts[n]["op_name"],
+      }
+      for n, ms in slowest
+    ],
+  }
+
+
+def format_trace(t: dict) -> str:
+  lines = [f"trace: thunks {t['thunk_ms_per_step']:.1f} ms/step (summed over threads), by category:"]
+  lines += [f"  {ms:9.1f} ms  {cat}" for cat, ms in t["by_category_ms"].items()]
+  lines.append("slowest thunks (ms/step, output shape, category, jax op):")
+  lines += [
+    f"  {r['ms']:9.2f}  {r['shape'][:34]:34s} {r['category'][:11]:11s} {r['op'][-70:]}" for r in t["slowest"]
+  ]
+  return "\n".join(lines)
+
+
 def format_report(r: dict) -> str:
   """The report as a text table."""
   peak = r["roofline"]["roofline_gflop_s"]
@@ -493,8 +598,7 @@ def format_report(r: dict) -> str:
   return "\n".join(lines)
 
 
-def report_for_config(config, batch_size: int | None = None, **kwargs) -> dict:
-  """`report_for_function` of the config's train step at its batch size (or `batch_size`)."""
+def _config_step(config, batch_size: int | None):
   import numpy as np
 
   from genjax.train.experiment import Experiment
@@ -507,11 +611,28 @@ def report_for_config(config, batch_size: int | None = None, **kwargs) -> dict:
   state = exp.init_state()
   b = config.train.batch_size
   batch = exp.shard(exp.splits["train"][np.arange(b) % len(exp.splits["train"])])
-  r = report_for_function(exp.train_step(), (state, batch), **kwargs)
+  return exp.train_step(), (state, batch), b
+
+
+def trace_for_config(config, batch_size: int | None = None, steps: int = 3) -> dict:
+  """`trace_step` of the config's train step at its batch size (or `batch_size`)."""
+  step, args, b = _config_step(config, batch_size)
+  t = trace_step(step, args, steps=steps)
+  t["batch_size"] = b
+  return t
+
+
+def report_for_config(config, batch_size: int | None = None, **kwargs) -> dict:
+  """`report_for_function` of the config's train step at its batch size (or `batch_size`)."""
+  step, args, b = _config_step(config, batch_size)
+  r = report_for_function(step, args, **kwargs)
   r["batch_size"] = b
   return r
 
 
+TRACE = flags.DEFINE_integer(
+  "trace", 0, "Instead: trace this many steps with jax.profiler and report the time of every HLO thunk."
+)
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 0, "Global batch size (0 = the config's).")
 MIN_TIME = flags.DEFINE_float("min_time", 0.3, "Seconds of repeated calls per op timing (at least 3 calls).")
 TIME_STEP = flags.DEFINE_boolean("time_step", True, "Also time the whole compiled step.")
@@ -523,6 +644,11 @@ def main(argv):
   from genjax.benchmarks import environment
 
   del argv
+  if TRACE.value:
+    t = trace_for_config(common.CONFIG.value, BATCH_SIZE.value or None, steps=TRACE.value)
+    print(format_trace(t))
+    print(json.dumps(t, sort_keys=True))
+    return
   r = report_for_config(
     common.CONFIG.value,
     BATCH_SIZE.value or None,
