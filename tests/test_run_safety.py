@@ -239,6 +239,31 @@ def test_a_second_trainer_on_a_busy_workdir_stops_at_once(tmp_path):
     first.wait()
 
 
+def test_tensorboard_events_failing_on_a_full_disk_are_one_warning(tmp_path, caplog):
+  """The trainer closes its TensorBoard writer in a `finally`: when its last events cannot be
+  written (a full disk), that is one warning, never an exception replacing the run's own error."""
+  from genjax.train.metric_writer import MetricWriter
+
+  class FullDisk:
+    calls = 0
+
+    def flush(self):
+      FullDisk.calls += 1
+      raise OSError(28, "No space left on device")
+
+    close = flush
+
+  writer = MetricWriter(str(tmp_path), enable_tensorboard=False)
+  writer._tb = FullDisk()
+  with caplog.at_level("WARNING", logger="genjax"):
+    writer.flush()
+    writer.close()
+    writer.close()  # closed: nothing more to do
+  assert FullDisk.calls == 2
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert len(warnings) == 1 and "No space left on device" in warnings[0] and str(tmp_path) in warnings[0]
+
+
 def test_a_full_disk_stops_the_run_in_one_line(tmp_path):
   """A 512 KiB tmpfs as the workdir: the run stops naming the directory and the space needed."""
   import shutil

@@ -15,6 +15,7 @@ View a run with `tensorboard --logdir WORKDIR/tensorboard` (or `--logdir runs` f
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -27,6 +28,7 @@ class MetricWriter:
 
   def __init__(self, workdir: str, enable_tensorboard: bool = True):
     os.makedirs(workdir, exist_ok=True)
+    self.workdir = workdir
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if enable_tensorboard:
@@ -64,11 +66,26 @@ class MetricWriter:
 
   def flush(self) -> None:
     if self._tb is not None:
-      self._tb.flush()
+      try:
+        self._tb.flush()
+      except OSError as e:  # a full disk: metrics.jsonl and the checkpoints report it themselves
+        _warn_once(self, f"TensorBoard events not written to {self.workdir}/tensorboard: {e}")
 
   def close(self) -> None:
+    """Closes the TensorBoard writer. A failure to write its last events (a full disk) is one
+    warning line, so that it never replaces the error that is stopping the run."""
     if self._tb is not None:
-      self._tb.close()
+      tb, self._tb = self._tb, None
+      try:
+        tb.close()
+      except OSError as e:
+        _warn_once(self, f"TensorBoard events not written to {self.workdir}/tensorboard: {e}")
+
+
+def _warn_once(writer: MetricWriter, message: str) -> None:
+  if not getattr(writer, "_warned", False):
+    writer._warned = True
+    logging.getLogger("genjax").warning(message)
 
 
 def read_metrics(workdir: str) -> list[dict]:
