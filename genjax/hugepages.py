@@ -7,9 +7,11 @@ glibc's malloc serves blocks that large with a fresh `mmap`, so every step touch
 hundreds of thousands of new 4 KiB pages; each costs a page fault and the kernel zeroing
 the page: 408,000 faults per PixelCNN step. `glibc.malloc.hugetlb=1` (glibc >= 2.35)
 makes malloc advise transparent huge pages (`madvise(MADV_HUGEPAGE)`) for what it maps,
-so the kernel backs those blocks with 2 MiB pages: 37x fewer faults, and the DCGAN-64
-step 1.2x and the DDPM U-Net step 1.4x faster on this CPU. Results are unchanged (it
-only changes how memory is mapped).
+so the kernel backs those blocks with 2 MiB pages: 37x fewer faults. Measured in
+interleaved A/B runs on a shared 2-core CPU (README, benchmark section): the PixelCNN
+peer step 1.12-1.27x faster, DCGAN-64 1.21x and 1.15x, RealNVP 1.03x and 1.10x, the DDPM
+U-Net 1.43x in one round and 0.75x in a noisy one. Results are unchanged (it only
+changes how memory is mapped; tested bit for bit).
 
 glibc reads its tunables once, when the process starts, so the command-line entry
 points (`genjax.cli.common.run`, hence every `genjax-*` command, `python -m
