@@ -196,12 +196,11 @@ MASKS = [
 ]
 
 
-@pytest.mark.parametrize("name, m", MASKS, ids=[n for n, _ in MASKS])
-def test_masked_conv_is_the_full_masked_kernel_conv(name, m):
-  """`masked_conv` (cropped to the mask's non-zero rows/columns, 1x1 as a matrix product) is
-  the same linear map as the full masked kernel: values and both gradients agree to float
-  rounding, and the gradient of every masked-out kernel entry is exactly zero."""
-  rng = np.random.default_rng(0)
+def _assert_same_conv(new_conv, ref_conv, m, seed):
+  """`new_conv(x, kernel, m)` and `ref_conv` agree in values and both gradients to float rounding,
+  and the new one's gradient is exactly zero at every masked-out kernel entry; returns the new
+  (value, x gradient, kernel gradient)."""
+  rng = np.random.default_rng(seed)
   x = jnp.asarray(rng.normal(size=(2, 6, 7, 6)), jnp.float32)
   kernel = jnp.asarray(rng.normal(size=m.shape), jnp.float32)
   probe = jnp.asarray(rng.normal(size=(2, 6, 7, 6)), jnp.float32)
@@ -210,10 +209,19 @@ def test_masked_conv_is_the_full_masked_kernel_conv(name, m):
     loss = lambda x, k: jnp.sum(f(x, k, m) * probe)  # noqa: E731
     return jax.jit(lambda x, k: (f(x, k, m), *jax.grad(loss, argnums=(0, 1))(x, k)))(x, kernel)
 
-  new, ref = values_and_grads(masked_conv), values_and_grads(_full_masked_conv)
+  new, ref = values_and_grads(new_conv), values_and_grads(ref_conv)
   for a, b in zip(new, ref, strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
   assert np.all(np.asarray(new[2])[m == 0] == 0.0)
+  return new
+
+
+@pytest.mark.parametrize("name, m", MASKS, ids=[n for n, _ in MASKS])
+def test_masked_conv_is_the_full_masked_kernel_conv(name, m):
+  """`masked_conv` (cropped to the mask's non-zero rows/columns, 1x1 as a matrix product) is
+  the same linear map as the full masked kernel: values and both gradients agree to float
+  rounding, and the gradient of every masked-out kernel entry is exactly zero."""
+  new = _assert_same_conv(masked_conv, _full_masked_conv, m, seed=0)
   if m.any():
     assert np.all(np.asarray(new[2])[m == 1] != 0.0)
 
@@ -223,20 +231,8 @@ def test_masked_conv_cm_is_masked_conv(name, m):
   """`masked_conv_cm` on channel-major activations `[C, B, H, W]` (one im2col product over the
   mask's taps) is `masked_conv` on NHWC ones: values and both gradients to float rounding,
   and exactly zero gradient for every masked-out kernel entry."""
-  rng = np.random.default_rng(1)
-  x = jnp.asarray(rng.normal(size=(2, 6, 7, 6)), jnp.float32)
-  kernel = jnp.asarray(rng.normal(size=m.shape), jnp.float32)
-  probe = jnp.asarray(rng.normal(size=(2, 6, 7, 6)), jnp.float32)
   cm = lambda x, k, m: jnp.moveaxis(masked_conv_cm(jnp.moveaxis(x, -1, 0), k, m), 0, -1)  # noqa: E731
-
-  def values_and_grads(f):
-    loss = lambda x, k: jnp.sum(f(x, k, m) * probe)  # noqa: E731
-    return jax.jit(lambda x, k: (f(x, k, m), *jax.grad(loss, argnums=(0, 1))(x, k)))(x, kernel)
-
-  new, ref = values_and_grads(cm), values_and_grads(masked_conv)
-  for a, b in zip(new, ref, strict=True):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-  assert np.all(np.asarray(new[2])[m == 0] == 0.0)
+  _assert_same_conv(cm, masked_conv, m, seed=1)
 
 
 @pytest.mark.parametrize(

@@ -192,16 +192,9 @@ class MaskedConv(nn.Module):
     return _conv(self, x, m)
 
 
-class MaskedConvCM(nn.Module):
+class MaskedConvCM(MaskedConv):
   """`MaskedConv` on channel-major activations: `[Cin, B, H, W] -> [features, B, H, W]`, with
-  the same parameters (`kernel [kh, kw, Cin, features]` HWIO, `bias [features]`)."""
-
-  features: int
-  kernel_size: Sequence[int]
-  mask_type: str
-  num_color_channels: int = 1
-  dtype: Any = None  # the compute dtype (None: the inputs'); parameters are `param_dtype`
-  param_dtype: Any = jnp.float32
+  the same attributes and parameters (`kernel [kh, kw, Cin, features]` HWIO, `bias [features]`)."""
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
