@@ -16,13 +16,14 @@ changes how memory is mapped; tested bit for bit).
 glibc reads its tunables once, when the process starts, so the command-line entry
 points (`genjax.cli.common.run`, hence every `genjax-*` command, `python -m
 experiments.*` and the benchmarks) call `reexec()` first: it replaces the process with
-itself (`os.execv`: same PID, same arguments, same standard streams) with
+itself (`os.execve`: same PID, same arguments, same standard streams) with
 `GLIBC_TUNABLES` extended, before any JAX work. It does nothing where the setting cannot
 help or is already made: not Linux, glibc older than 2.35, transparent huge pages
 `never` (or `always`, which needs no advice), the user's `GLIBC_TUNABLES` already naming
 `glibc.malloc.hugetlb` (a user's setting is never changed), `GENJAX_NO_HUGEPAGES=1`, or
-an interactive interpreter. `environ()` gives a child process's environment the same
-setting (the multi-process launcher and the benchmarks' children).
+an interactive interpreter. Child processes (the multi-process launcher's, the
+benchmarks') go through the same entry points, so each re-executes itself; `environ()`
+is the environment `reexec` uses.
 """
 
 from __future__ import annotations
@@ -33,8 +34,7 @@ import sys
 
 ENV = "GLIBC_TUNABLES"
 TUNABLE = "glibc.malloc.hugetlb=1"
-# Set to 1 to keep glibc's default malloc (used to measure the difference, and by the test suite's
-# command-line tests, which start many short processes).
+# Set to 1 to keep glibc's default malloc (the baseline of the README's measurements).
 OFF = "GENJAX_NO_HUGEPAGES"
 # Set in the re-executed process, so that it never re-executes again.
 MARK = "GENJAX_HUGEPAGES_REEXEC"

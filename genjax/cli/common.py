@@ -99,10 +99,6 @@ def _arg(argv: list[str], name: str) -> str | None:
   return None
 
 
-def _config_arg(argv: list[str]) -> str | None:
-  return _arg(argv, "config")
-
-
 def _check_config_file(spec: str) -> None:
   """A one-line error for a config that cannot be found or loaded (before ml-collections' traceback)."""
   path = spec.partition(":")[0]
@@ -129,7 +125,7 @@ def _parse(argv: list[str], main_module: str, reader: bool) -> list[str]:
     _help(main_module)
     sys.exit(0)
   workdir = _arg(argv, "workdir")
-  if reader and _config_arg(argv) is None and workdir:  # the run's own config.json
+  if reader and _arg(argv, "config") is None and workdir:  # the run's own config.json
     # First: ml-collections defines the --config.KEY override flags when it reads --config.
     argv = [argv[0], f"--config={os.path.join(CONFIG_DIR, '_saved.py')}:{workdir}", *argv[1:]]
   out = []
@@ -137,7 +133,7 @@ def _parse(argv: list[str], main_module: str, reader: bool) -> list[str]:
     if a.startswith("--config="):
       a = "--config=" + resolve_config_path(a[len("--config=") :])
     out.append(a)
-  spec, given = _config_arg(out), _config_arg(argv)
+  spec, given = _arg(out, "config"), _arg(argv, "config")
   if spec is not None:
     _check_config_file(spec)
   try:
@@ -232,7 +228,7 @@ def reader_config(workdir: str):
   from genjax.train import workdir as workdir_lib
 
   config = CONFIG.value
-  if _config_arg(sys.argv) is None:
+  if _arg(sys.argv, "config") is None:
     return config  # already the saved config (see _parse), with the overrides applied
   saved = workdir_lib.load_saved_config(workdir)
   if saved is None:

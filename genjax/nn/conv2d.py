@@ -56,12 +56,18 @@ def _shifted(x: jax.Array, offsets: Sequence[int], strides: Sequence[int], out: 
   return xp[:, :: strides[0], :: strides[1]] if any(s > 1 for s in strides) else xp
 
 
+def _out_size(x_shape, kernel_shape, strides, pads) -> list[int]:
+  """The output's spatial size `[Ho, Wo]`."""
+  return [
+    (n + lo + hi - k) // s + 1
+    for n, k, s, (lo, hi) in zip(x_shape[1:3], kernel_shape[:2], strides, pads, strict=True)
+  ]
+
+
 def conv_im2col(x, kernel, strides, pads) -> jax.Array:
   """The convolution as `patches @ kernel` (narrow input)."""
   kh, kw, cin, cout = kernel.shape
-  out = [
-    (n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(x.shape[1:3], (kh, kw), strides, pads, strict=True)
-  ]
+  out = _out_size(x.shape, kernel.shape, strides, pads)
   cols = [
     _shifted(x, (i - pads[0][0], j - pads[1][0]), strides, out) for i in range(kh) for j in range(kw)
   ]  # tap-major, as the kernel's HWI order
@@ -73,7 +79,7 @@ def conv_im2col(x, kernel, strides, pads) -> jax.Array:
 def conv_taps(x, kernel, pads) -> jax.Array:
   """The stride-1 convolution as summed shifted tap responses `x @ W` (narrow output)."""
   kh, kw, cin, cout = kernel.shape
-  out = [n + lo + hi - k + 1 for n, k, (lo, hi) in zip(x.shape[1:3], (kh, kw), pads, strict=True)]
+  out = _out_size(x.shape, kernel.shape, (1, 1), pads)
   w = jnp.moveaxis(kernel, 2, 0).reshape(cin, kh * kw * cout)
   t = jnp.dot(x.reshape(-1, cin), w).reshape(*x.shape[:3], kh, kw, cout)
   y = None
@@ -103,12 +109,7 @@ def conv2d(
   strides = tuple(int(s) for s in strides)
   pad_spec = [padding, padding] if isinstance(padding, str) else list(padding)
   pads = tuple(_pads(n, k, s, p) for n, k, s, p in zip(x.shape[1:3], (kh, kw), strides, pad_spec, strict=True))
-  if (
-    min(
-      (n + lo + hi - k) // s + 1 for n, k, s, (lo, hi) in zip(x.shape[1:3], (kh, kw), strides, pads, strict=True)
-    )
-    <= 0
-  ):
+  if min(_out_size(x.shape, kernel.shape, strides, pads)) <= 0:
     raise ValueError(f"conv2d of {x.shape} with kernel {kernel.shape}, strides {strides}, padding {pads} is empty")
   if kh * kw * cin <= NARROW and kh * kw > 1:
     return conv_im2col(x, kernel, strides, pads)
