@@ -1,5 +1,5 @@
 """`genjax.nn.conv2d`: the matmul forms of narrow convolutions are the same linear map as
-`lax.conv_general_dilated`, in values and in both gradients, and `Conv` is flax's `Conv`."""
+`lax.conv_general_dilated` plus a bias, in values and in all three gradients, and `Conv` is flax's `Conv`."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _reference(x, k, strides, padding):
 
 @pytest.mark.parametrize("xs,ks,strides,padding,form", CASES)
 def test_same_values_and_gradients_as_lax_conv(xs, ks, strides, padding, form):
-  kx, kk, kc = jax.random.split(jax.random.key(0), 3)
+  kx, kk, kb, kc = jax.random.split(jax.random.key(0), 4)
   x, k = jax.random.normal(kx, xs), jax.random.normal(kk, ks)
   kh, kw, cin, cout = ks
   picked = (
@@ -43,8 +43,9 @@ def test_same_values_and_gradients_as_lax_conv(xs, ks, strides, padding, form):
     else "xla"
   )
   assert picked == form
-  want, vjp_want = jax.vjp(lambda a, b: _reference(a, b, strides, padding), x, k)
-  got, vjp_got = jax.vjp(lambda a, b: conv2d.conv2d(a, b, strides, padding), x, k)
+  bias = jax.random.normal(kb, (cout,))  # im2col folds it into the product: a ones column
+  want, vjp_want = jax.vjp(lambda a, b, c: _reference(a, b, strides, padding) + c, x, k, bias)
+  got, vjp_got = jax.vjp(lambda a, b, c: conv2d.conv2d(a, b, strides, padding, c), x, k, bias)
   assert got.shape == want.shape
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
   cot = jax.random.normal(kc, want.shape)

@@ -10,7 +10,9 @@ them into matrix products, which run well at any shape:
 
 * narrow input (`K_h K_w C_in <= NARROW`): im2col. Gather the `K_h K_w C_in` input values
   each output pixel reads (`patches [B, Ho, Wo, K_h K_w C_in]`, cheap when that is small)
-  and multiply by the kernel `[K_h K_w C_in, C_out]`.
+  and multiply by the kernel `[K_h K_w C_in, C_out]`. A bias rides in the same product, as
+  a column of ones in the patches and a row of the kernel, so no pass over the output adds
+  it and its gradient comes out of the weight gradient's product.
 * narrow output (`K_h K_w C_out <= NARROW`): tap responses. Multiply every input pixel by
   every tap's kernel slice at once (`x @ W`, `W [C_in, K_h K_w C_out]`: one product per
   pixel and tap) and sum, for each output pixel, the responses of the taps that reach it
@@ -64,15 +66,19 @@ def _out_size(x_shape, kernel_shape, strides, pads) -> list[int]:
   ]
 
 
-def conv_im2col(x, kernel, strides, pads) -> jax.Array:
-  """The convolution as `patches @ kernel` (narrow input)."""
+def conv_im2col(x, kernel, strides, pads, bias=None) -> jax.Array:
+  """The convolution as `patches @ kernel` (narrow input), plus `bias` if given."""
   kh, kw, cin, cout = kernel.shape
   out = _out_size(x.shape, kernel.shape, strides, pads)
   cols = [
     _shifted(x, (i - pads[0][0], j - pads[1][0]), strides, out) for i in range(kh) for j in range(kw)
   ]  # tap-major, as the kernel's HWI order
+  w = kernel.reshape(kh * kw * cin, cout)
+  if bias is not None:
+    cols.append(jnp.ones((*cols[0].shape[:3], 1), x.dtype))
+    w = jnp.concatenate([w, bias[None].astype(w.dtype)], axis=0)
   patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
-  y = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout))
+  y = jnp.dot(patches.reshape(-1, w.shape[0]), w)
   return y.reshape(x.shape[0], *out, cout)
 
 
@@ -100,9 +106,11 @@ def conv2d(
   kernel: jax.Array,
   strides: Sequence[int] = (1, 1),
   padding: str | Sequence[tuple[int, int]] = "SAME",
+  bias: jax.Array | None = None,
 ) -> jax.Array:
   """`lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))`
-  in the form the module docstring picks. `x [B, H, W, C]`, `kernel [KH, KW, C, O]` -> `[B, Ho, Wo, O]`."""
+  (plus `bias [O]` if given) in the form the module docstring picks.
+  `x [B, H, W, C]`, `kernel [KH, KW, C, O]` -> `[B, Ho, Wo, O]`."""
   if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] != x.shape[-1] or len(strides) != 2:
     raise ValueError(
       f"conv2d needs x [B, H, W, C], kernel [KH, KW, C, O] and 2 strides; "
@@ -117,10 +125,12 @@ def conv2d(
   if min(_out_size(x.shape, kernel.shape, strides, pads)) <= 0:
     raise ValueError(f"conv2d of {x.shape} with kernel {kernel.shape}, strides {strides}, padding {pads} is empty")
   if kh * kw * cin <= NARROW and kh * kw > 1:
-    return conv_im2col(x, kernel, strides, pads)
+    return conv_im2col(x, kernel, strides, pads, bias)
   if kh * kw * cout <= NARROW and strides == (1, 1) and kh * kw > 1:
-    return conv_taps(x, kernel, pads)
-  return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=DN)
+    y = conv_taps(x, kernel, pads)
+  else:
+    y = lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=DN)
+  return y if bias is None else y + bias
 
 
 class Conv(nn.Module):
@@ -149,5 +159,4 @@ class Conv(nn.Module):
     kernel = self.param("kernel", self.kernel_init, kernel_shape, self.param_dtype)
     bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-    y = conv2d(x, kernel, tuple(self.strides) if self.strides is not None else (1, 1), self.padding)
-    return y + bias if bias is not None else y
+    return conv2d(x, kernel, tuple(self.strides) if self.strides is not None else (1, 1), self.padding, bias)
