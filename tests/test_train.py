@@ -22,7 +22,7 @@ from tests.helpers import REPO, assert_trees_equal, metrics_before_and_after_tra
 def _restore(config, workdir, which="latest"):
   exp = Experiment(config, mesh=make_mesh(1))
   ckpt = exp.checkpointer(workdir, async_save=False)
-  state, meta = ckpt.restore(exp.init_state(), ckpt.resolve(which))
+  state, meta = ckpt.restore(exp.abstract_state(), ckpt.resolve(which))
   ckpt.close()
   return state, meta
 
@@ -36,6 +36,18 @@ def _run_steps(exp, num_steps):
     state, metrics = step(state, exp.shard(next(batches)))
     losses.append(float(metrics["loss"]))
   return state, losses
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_abstract_state_is_the_init_states_structure(devices):
+  """Checkpoints are restored onto `abstract_state()` (no initializer compiled): it must be
+  the fresh state's tree, shapes, dtypes and shardings exactly."""
+  exp = Experiment(tiny_config(), mesh=make_mesh(devices))
+  abstract, state = exp.abstract_state(), exp.init_state()
+  assert jax.tree.structure(abstract) == jax.tree.structure(state)
+  for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(state), strict=True):
+    assert isinstance(a, jax.ShapeDtypeStruct)
+    assert (a.shape, a.dtype, a.sharding) == (s.shape, s.dtype, s.sharding)
 
 
 def test_four_devices_match_one_device():

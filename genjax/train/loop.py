@@ -102,10 +102,10 @@ def _train(config: Any, workdir: str, mesh, is_chief: bool) -> dict:
       horizon = workdir_lib.horizon_change(saved, config)
       if horizon:
         log.warning("%s", horizon)
-    state, position = exp.init_state(), 0
+    state, position = None, 0
     if restored:
       try:  # the latest complete checkpoint, past damaged ones (moved aside with a log line)
-        state, meta = ckpt.load(state, "latest")
+        state, meta = ckpt.load(exp.abstract_state(), "latest")
         position = meta["data_position"]
         log.info("resuming from step %d (data position %d) in %s", meta["step"], position, ckpt.directory)
       except NoCheckpointError:
@@ -113,6 +113,8 @@ def _train(config: Any, workdir: str, mesh, is_chief: bool) -> dict:
         log.warning("no usable checkpoint left in %s; starting from step 0", ckpt.directory)
       except CheckpointMismatchError as e:
         raise UsageError(str(e)) from e
+    if state is None:
+      state = exp.init_state()
     if is_chief:  # the run's truth: written once, after a successful start, never by a failed one
       workdir_lib.commit_config(workdir, _config_json(config), replace=not restored)
     start = int(jax.device_get(state.step))
