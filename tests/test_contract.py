@@ -145,7 +145,7 @@ def test_contract_values_figures_and_checkpoint_for_tiny(name, tmp_path):
   assert np.isfinite(float(metrics["loss"]))
   ckpt = exp.checkpointer(str(tmp_path), async_save=False)
   ckpt.save(state, data_position=exp.run.train.batch_size)
-  restored, meta = ckpt.restore(exp.init_state(), 1)
+  restored, meta = ckpt.restore(exp.abstract_state(), 1)
   ckpt.close()
   assert meta["step"] == 1 and meta["data_position"] == exp.run.train.batch_size
   assert_trees_equal(jax.device_get(state), jax.device_get(restored))
