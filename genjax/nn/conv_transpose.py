@@ -48,6 +48,8 @@ from flax.linen.linear import default_kernel_init
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from genjax.nn.conv2d import split_taps
+
 # Output channels from which the forward value is computed by phase convolutions (measured).
 PHASE_MIN_FEATURES = 32
 
@@ -127,19 +129,13 @@ def _col2im(t, x_shape, window, strides, pads):
   nd = len(window)
   dims = _dims(x_shape, window, strides, pads)
   m = [d[1] for d in dims]
-  # One `lax.split` into the taps' responses, not an index per tap: its transpose (the backward
-  # pass) is one concatenate of the taps' gradients, where indexing transposes to a zero-padded
-  # full-size array per tap, summed (measured: the DCGAN generator's largest layer spent 173 ms
-  # per step in that sum).
-  num_taps = math.prod(window)
-  flat = t.reshape(*t.shape[: nd + 1], num_taps, t.shape[-1])
-  pieces = lax.split(flat, [1] * num_taps, axis=nd + 1)
+  pieces = split_taps(t.reshape(*t.shape[: nd + 1], math.prod(window), t.shape[-1]), axis=nd + 1)
   outs = []
   for taps in itertools.product(*(d[2] for d in dims)):
     acc = None
     for combo in itertools.product(*taps):
       k = tuple(kd for kd, _ in combo)
-      tk = pieces[int(np.ravel_multi_index(k, window))][..., 0, :]  # [B, *n, Cout]
+      tk = pieces[int(np.ravel_multi_index(k, window))]  # [B, *n, Cout]
       # shifted[q] = tk[q + d], zero outside the input: lax.pad with (possibly negative) edges.
       cfg = [(0, 0, 0)] + [(-d, mi - n + d, 0) for (_, d), mi, n in zip(combo, m, x_shape[1:-1], strict=True)]
       shifted = lax.pad(tk, jnp.zeros((), t.dtype), cfg + [(0, 0, 0)])

@@ -29,6 +29,7 @@ class MetricWriter:
   def __init__(self, workdir: str, enable_tensorboard: bool = True):
     os.makedirs(workdir, exist_ok=True)
     self.workdir = workdir
+    self._warned = False  # a failure to write TensorBoard events is reported once
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if enable_tensorboard:
@@ -69,7 +70,7 @@ class MetricWriter:
       try:
         self._tb.flush()
       except OSError as e:  # a full disk: metrics.jsonl and the checkpoints report it themselves
-        _warn_once(self, f"TensorBoard events not written to {self.workdir}/tensorboard: {e}")
+        self._warn_once(e)
 
   def close(self) -> None:
     """Closes the TensorBoard writer. A failure to write its last events (a full disk) is one
@@ -79,13 +80,14 @@ class MetricWriter:
       try:
         tb.close()
       except OSError as e:
-        _warn_once(self, f"TensorBoard events not written to {self.workdir}/tensorboard: {e}")
+        self._warn_once(e)
 
-
-def _warn_once(writer: MetricWriter, message: str) -> None:
-  if not getattr(writer, "_warned", False):
-    writer._warned = True
-    logging.getLogger("genjax").warning(message)
+  def _warn_once(self, error: OSError) -> None:
+    if not self._warned:
+      self._warned = True
+      logging.getLogger("genjax").warning(
+        "TensorBoard events not written to %s/tensorboard: %s", self.workdir, error
+      )
 
 
 def read_metrics(workdir: str) -> list[dict]:
