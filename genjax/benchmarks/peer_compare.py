@@ -10,10 +10,13 @@ alternating which side goes first. The genjax side is `benchmarks.step_throughpu
 the config (XLA flags as a launch script gets them: the user's `XLA_FLAGS` if set, else
 `genjax.xla_flags`' choice for that config); the peer side is the peer script run by
 `--peer_python` (a Python with torch and the peers' packages; torch is not a genjax
-dependency). Reported per pair: the median steps/s of each side over the rounds, their
-ratio (genjax / peer: above 1, genjax is faster), the per-round ratios, parameter counts,
-and FLOPs (genjax: XLA's cost analysis of the whole step; peer: torch's count of the
-forward pass). Prints a table and one JSON line per pair.
+dependency), by default with glibc's malloc as a PyTorch user runs it; `--peer_malloc=genjax`
+gives it genjax's malloc settings instead (`genjax.hugepages`: huge pages and the retaining
+allocator), for a like-for-like comparison of the computations alone. Reported per pair:
+the median steps/s of each side over the rounds, their ratio (genjax / peer: above 1,
+genjax is faster), the per-round ratios, parameter counts, and FLOPs (genjax: XLA's cost
+analysis of the whole step; peer: torch's count of the forward pass). Prints a table and
+one JSON line per pair.
 """
 
 from __future__ import annotations
@@ -74,7 +77,18 @@ def run_genjax(
   return _last_json(p, f"genjax {config}")
 
 
-def run_peer(python: str, script: str, batch: int, steps: int, repeats: int, threads: int) -> dict:
+def peer_environ(malloc: str) -> dict:
+  """The peer's environment: this process's (`glibc`), or with genjax's malloc settings (`genjax`)."""
+  if malloc == "genjax":
+    from genjax import hugepages
+
+    return hugepages.environ()
+  return dict(os.environ)
+
+
+def run_peer(
+  python: str, script: str, batch: int, steps: int, repeats: int, threads: int, malloc: str = "glibc"
+) -> dict:
   cmd = [
     python,
     os.path.join(PEERS, script),
@@ -83,11 +97,12 @@ def run_peer(python: str, script: str, batch: int, steps: int, repeats: int, thr
     f"--repeats={repeats}",
     f"--threads={threads}",
   ]
-  p = subprocess.run(cmd, capture_output=True, text=True, check=False, preexec_fn=_pin(threads))
+  env = peer_environ(malloc)
+  p = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, preexec_fn=_pin(threads))
   return _last_json(p, f"peer {script}")
 
 
-def compare(pair, python: str, rounds: int, threads: int, log=print) -> dict:
+def compare(pair, python: str, rounds: int, threads: int, log=print, peer_malloc: str = "glibc") -> dict:
   name, config, script, batch, steps, repeats = pair
   ours, theirs, loads = [], [], []
   for r in range(rounds):
@@ -96,7 +111,7 @@ def compare(pair, python: str, rounds: int, threads: int, log=print) -> dict:
       if side == "genjax":
         ours.append(run_genjax(config, batch, steps, repeats, threads))
       else:
-        theirs.append(run_peer(python, script, batch, steps, repeats, threads))
+        theirs.append(run_peer(python, script, batch, steps, repeats, threads, peer_malloc))
     loads.append(os.getloadavg()[0] if hasattr(os, "getloadavg") else None)
     log(
       f"  {name} round {r + 1}/{rounds} (load {loads[-1]}): genjax {ours[-1]['steps_per_sec']:.3f} steps/s, "
@@ -108,6 +123,7 @@ def compare(pair, python: str, rounds: int, threads: int, log=print) -> dict:
     "pair": name,
     "genjax_config": config,
     "peer_script": script,
+    "peer_malloc": peer_malloc,
     "batch_size": batch,
     "threads": threads,
     "rounds": rounds,
@@ -137,6 +153,12 @@ def main():
   ap.add_argument("--threads", type=int, default=2)
   ap.add_argument("--out", default=None, help="append the records here (JSON lines)")
   ap.add_argument(
+    "--peer_malloc",
+    choices=("glibc", "genjax"),
+    default="glibc",
+    help="the peers' malloc: glibc's defaults (as a PyTorch user runs them) or genjax's settings",
+  )
+  ap.add_argument(
     "--pytorch_generative",
     default=os.environ.get("PYTORCH_GENERATIVE"),
     help="a pytorch-generative checkout, for the PixelCNN peer (not on PyPI); without it that pair is skipped",
@@ -150,7 +172,7 @@ def main():
         continue
       os.environ["PYTORCH_GENERATIVE"] = args.pytorch_generative
     if args.only in pair[0]:
-      results.append(compare(pair, args.peer_python, args.rounds, args.threads))
+      results.append(compare(pair, args.peer_python, args.rounds, args.threads, peer_malloc=args.peer_malloc))
   print(
     f"\n{'pair':<14}{'genjax steps/s':>15}{'peer steps/s':>14}{'ratio':>8}  per-round ratios   params genjax/peer"
   )
