@@ -32,7 +32,7 @@ every block of more than 32 MiB with a new `mmap` and returns it with `munmap`, 
 threshold cannot be raised past 32 MiB, so XLA:CPU's per-step temporaries (2.3 GB for the
 PixelCNN peer step) and Eigen's matmul packing buffers (61 MB, 15 per PixelCNN step) were
 faulted in and zeroed by the kernel on every step: a third of the PixelCNN step's CPU time,
-~1,950 huge-page faults per step. The allocator keeps blocks of 16 MiB and more mapped after
+~1,950 huge-page faults per step. The allocator keeps blocks of 1 MiB and more mapped after
 `free` and reuses them for the next step's blocks (0 faults per step, measured), and hands
 everything else to glibc. Memory kept mapped while free is capped (`GENJAX_RETAIN_MAX_MB`,
 default a quarter of physical memory); past the cap it is returned to the kernel. It is

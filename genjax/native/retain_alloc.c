@@ -8,10 +8,11 @@ of new pages: a third of the PixelCNN step's CPU time was spent in the kernel. g
 such blocks (its mmap threshold stops at 32 MiB, and serving them from the heap fragments it:
 12.9 GB resident after 5 steps, measured).
 
-What it does: requests of at least RETAIN_MIN bytes (malloc, calloc, realloc, memalign,
-posix_memalign, aligned_alloc) are carved from one reserved range of address space (twice
-physical memory, made readable and writable as it is used), in
-2 MiB granules (2 MiB aligned, advised as transparent huge pages). A freed block stays mapped
+What it does: requests of at least RETAIN_MIN (1 MiB; glibc's heaps and thread arenas trim and
+re-fault blocks of 1-32 MiB too) from malloc, calloc, realloc, memalign, posix_memalign and
+aligned_alloc are carved from one reserved range of address space (twice physical memory,
+made readable and writable as it is used), in 2 MiB granules (2 MiB aligned, advised as
+transparent huge pages). A freed block stays mapped
 and goes back on a free list (best fit, coalesced with its neighbours), so the next step's
 blocks of the same sizes reuse the same, already faulted-in pages. Free memory kept mapped is
 capped (GENJAX_RETAIN_MAX_MB, default a quarter of physical memory): past the cap the largest
@@ -46,7 +47,9 @@ extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 
 #define GRAIN ((size_t)2 << 20)              /* 2 MiB: the huge-page size, unit and alignment */
-#define RETAIN_MIN ((size_t)16 << 20)        /* smaller requests stay with glibc */
+#ifndef RETAIN_MIN
+#define RETAIN_MIN ((size_t)1 << 20) /* smaller requests stay with glibc */
+#endif
 #define MAX_FREE 512
 #define MAX_LIVE 4096
 
