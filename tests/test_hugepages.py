@@ -210,17 +210,22 @@ print(json.dumps(out))
 """
 
 
-def test_the_retaining_allocator_reuses_zeroes_copies_and_aligns_blocks():
+def _run_preloaded(code: str, **extra_env) -> dict:
+  """Runs `code` in a child with the allocator preloaded -> the JSON of its last line."""
   env = {k: v for k, v in os.environ.items() if k not in _OURS}
   p = subprocess.run(
-    [sys.executable, "-c", _ALLOC],
+    [sys.executable, "-c", code],
     capture_output=True,
     text=True,
     timeout=120,
-    env={**env, "LD_PRELOAD": _library()},
+    env={**env, "LD_PRELOAD": _library(), **extra_env},
   )
   assert p.returncode == 0, p.stderr
-  out = json.loads(p.stdout.strip().splitlines()[-1])
+  return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_the_retaining_allocator_reuses_zeroes_copies_and_aligns_blocks():
+  out = _run_preloaded(_ALLOC)
   MB = 1 << 20
   assert out["usable"] == 40 * MB and out["live_after_malloc"] == 1  # 2 MiB granules: 40 MiB exactly
   assert out["kept_after_free"] >= 40 * MB  # freed, still mapped
@@ -244,14 +249,5 @@ ctypes.memset(x, 7, 64 << 20)
 libc.free(x)
 print(json.dumps(hugepages.retain_stats()))
 """
-  env = {k: v for k, v in os.environ.items() if k not in _OURS}
-  p = subprocess.run(
-    [sys.executable, "-c", code],
-    capture_output=True,
-    text=True,
-    timeout=120,
-    env={**env, "LD_PRELOAD": _library(), "GENJAX_RETAIN_MAX_MB": "16"},
-  )
-  assert p.returncode == 0, p.stderr
-  stats = json.loads(p.stdout.strip().splitlines()[-1])
+  stats = _run_preloaded(code, GENJAX_RETAIN_MAX_MB="16")
   assert stats["free_kept"] <= 16 << 20 and stats["free_released"] >= 64 << 20, stats
