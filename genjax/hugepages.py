@@ -31,9 +31,10 @@ Huge pages make each fresh page cheaper; the allocator removes the fresh pages. 
 every block of more than 32 MiB with a new `mmap` and returns it with `munmap`, and its mmap
 threshold cannot be raised past 32 MiB, so XLA:CPU's per-step temporaries (2.3 GB for the
 PixelCNN peer step) and Eigen's matmul packing buffers (61 MB, 15 per PixelCNN step) were
-faulted in and zeroed by the kernel on every step: a third of the PixelCNN step's CPU time,
-~1,950 huge-page faults per step. The allocator keeps blocks of 1 MiB and more mapped after
-`free` and reuses them for the next step's blocks (0 faults per step, measured), and hands
+faulted in and zeroed by the kernel on every step: ~1,980 huge-page faults and 0.45-1.3 s of
+kernel time per PixelCNN step (`page_faults_per_step`, `kernel_ms_per_step` in
+`benchmarks.step_throughput`). The allocator keeps blocks of 1 MiB and more mapped after
+`free` and reuses them for the next step's blocks (27 faults per step, measured), and hands
 everything else to glibc. Memory kept mapped while free is capped (`GENJAX_RETAIN_MAX_MB`,
 default a quarter of physical memory); past the cap it is returned to the kernel. It is
 preloaded where it was built, on Linux, unless the user's `LD_PRELOAD` is set (a user's
@@ -159,17 +160,16 @@ def describe(environ: dict | None = None) -> str:
     pages = f"malloc huge pages on ({ENV}={env[ENV]}{', set by genjax' if env.get(MARK) else ''})"
   else:
     pages = f"malloc huge pages off ({decide(env)[1]})"
-  if environ is None:
+  lib = retain_library()
+  if environ is None:  # this process: is the library loaded?
     loaded = retain_stats() is not None
-  else:
-    loaded = bool(retain_library()) and retain_library() in env.get(PRELOAD, "").split(":")
+  else:  # an environment: would a process started with it load the library?
+    loaded = lib is not None and lib in env.get(PRELOAD, "").split(":")
+  on, why = decide_retain(env)
   if loaded:
     retain = f"large blocks retained (genjax's allocator, {PRELOAD})"
-  else:
-    why = decide_retain(env)[1]
-    retain = (
-      f"large blocks with glibc ({'not started through a genjax entry point' if why.startswith('built') else why})"
-    )
+  else:  # `on`: it would be preloaded, but this process did not start through an entry point
+    retain = f"large blocks with glibc ({'not started through a genjax entry point' if on else why})"
   return f"{pages}; {retain}"
 
 

@@ -9,7 +9,11 @@ and, as its last line, one JSON object per batch size in a list: steps/s,
 examples/s, compile seconds, device kind and count, batch size, parameter count, the
 networks' compute `dtype` and `param_dtype` (`--config.model.dtype=bfloat16` for mixed precision),
 and what it ran with: `xla_flags` (with `xla_flags_source`: 'user', 'genjax' (chosen
-by `genjax.xla_flags` for this config) or 'none'), `jax`, `jaxlib`, `cpu`, `cpu_count`.
+by `genjax.xla_flags` for this config) or 'none'), `jax`, `jaxlib`, `cpu`, `cpu_count`,
+`malloc` (huge pages, the retaining allocator: `genjax.hugepages`). Where the OS reports
+them (`getrusage`), the timed blocks' page faults and user and kernel CPU time per step and
+the process's peak resident memory (`page_faults_per_step`, `user_ms_per_step`,
+`kernel_ms_per_step`, `max_rss_mb`): where memory that is mapped afresh each step costs.
 Data come from the config's dataset, drawn once and reused, so the number measures
 the step, not the input pipeline.
 """
@@ -29,6 +33,26 @@ REPEATS = flags.DEFINE_integer("repeats", 5, "Timed blocks; the median is report
 WARMUP = flags.DEFINE_integer("warmup", 5, "Untimed steps after compiling.")
 BATCH_SIZES = flags.DEFINE_list("batch_sizes", [], "Global batch sizes to time (default: the config's).")
 OUT = flags.DEFINE_string("out", None, "Also append the JSON records to this file (JSON lines).")
+
+
+def _usage():
+  try:
+    import resource
+  except ImportError:  # not Unix
+    return None
+  return resource.getrusage(resource.RUSAGE_SELF)
+
+
+def _usage_per_step(before, after, n: int) -> dict:
+  """Page faults and user / kernel CPU ms per step between two `getrusage`s, and peak RSS (MB)."""
+  if before is None or after is None:
+    return {}
+  return {
+    "page_faults_per_step": (after.ru_minflt + after.ru_majflt - before.ru_minflt - before.ru_majflt) / n,
+    "user_ms_per_step": 1e3 * (after.ru_utime - before.ru_utime) / n,
+    "kernel_ms_per_step": 1e3 * (after.ru_stime - before.ru_stime) / n,
+    "max_rss_mb": after.ru_maxrss / 1024,  # Linux reports KiB
+  }
 
 
 def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> dict:
@@ -57,6 +81,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     if sync:
       jax.block_until_ready(state.step)
   jax.block_until_ready(state)
+  usage0 = _usage()
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
@@ -67,6 +92,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     jax.block_until_ready((state, metrics))
     times.append((time.perf_counter() - t0) / steps)
   median = statistics.median(times)
+  usage = _usage_per_step(usage0, _usage(), steps * repeats)
   memory = None
   try:
     memory = compiled.memory_analysis().temp_size_in_bytes
@@ -100,6 +126,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     "steps": steps,
     "repeats": repeats,
     "one_step_in_flight": sync,
+    **usage,
     **environment.describe(),  # XLA flags (whose), jax / jaxlib versions, CPU model
   }
 

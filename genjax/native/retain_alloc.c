@@ -4,7 +4,7 @@ Why (measured, README benchmark section and docs/design.md): XLA:CPU takes a com
 temporaries (2.3 GB for the PixelCNN peer step) and its Eigen matmuls' packing buffers (61 MB
 each) from malloc afresh on every execution, and glibc serves every block above 32 MiB with a
 fresh mmap and returns it with munmap. So each step faults in, and the kernel zeroes, gigabytes
-of new pages: a third of the PixelCNN step's CPU time was spent in the kernel. glibc cannot keep
+of new pages: a fifth to a third of the PixelCNN step's CPU time went to the kernel. glibc cannot keep
 such blocks (its mmap threshold stops at 32 MiB, and serving them from the heap fragments it:
 12.9 GB resident after 5 steps, measured).
 
