@@ -3,6 +3,8 @@ validation and preprocessing."""
 
 import gzip
 import importlib.util
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,7 @@ import pytest
 
 from genjax import data
 from genjax.data import embedded, preprocess, tfds_input, toy
+from tests.helpers import REPO
 
 
 def data_config(**overrides):
@@ -77,6 +80,32 @@ def test_digits_8x8():
   assert allimg.min() == 0 and allimg.max() == 255
   c0 = np.flatnonzero(digits.target == 0)[0]
   np.testing.assert_array_equal(train["image"][0, ..., 0], np.round(digits.images[c0] * 255 / 16))
+  # Read from the bundled file without scikit-learn, yet every image and label is scikit-learn's.
+  order = np.concatenate([np.flatnonzero(digits.target == c) for c in range(10)])
+  train_idx = np.sort(
+    np.concatenate([np.flatnonzero(digits.target == c)[: counts[c] * 4 // 5] for c in range(10)])
+  )
+  test_idx = np.setdiff1d(order, train_idx)
+  expected = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  np.testing.assert_array_equal(train["image"], expected[train_idx])
+  np.testing.assert_array_equal(test["image"], expected[test_idx])
+  np.testing.assert_array_equal(train["label"], digits.target[train_idx])
+  np.testing.assert_array_equal(test["label"], digits.target[test_idx])
+
+
+def test_digits_8x8_loads_without_importing_sklearn():
+  """The tiny presets' data must not pay scikit-learn's 3 s import in every process."""
+  code = (
+    "import sys\nfrom genjax.data import embedded; embedded.load_digits_8x8(); print('sklearn' in sys.modules)"
+  )
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+  assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+def test_missing_sklearn_names_pip_package(monkeypatch):
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+  with pytest.raises(ImportError, match="pip install scikit-learn"):
+    embedded.digits_path()
 
 
 # ---------------------------------------------------------------------- toys
