@@ -359,7 +359,8 @@ class Family(abc.ABC):
     del source
     num = options.num if self.images else max(options.num, PICTURE_POINTS)
     labels = None if options.label is None else jnp.full((num,), options.label, jnp.int32)
-    x = self.generate(params, model_state, key, num, labels=labels)
+    # one compiled program: op by op, RealNVP's tiny preset compiled 160 one-op programs (6.2 s of 13)
+    x = jax.jit(self.generate, static_argnames="num")(params, model_state, key, num, labels=labels)
     if not self.images:
       return Figure.points(x)
     cycle = self.num_classes if self.conditional and options.label is None else 0
