@@ -39,17 +39,28 @@ def assert_trees_equal(a, b) -> None:
     )
 
 
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def child_env(host_devices: int = 1, **extra: str) -> dict[str, str]:
+  """The environment of a process a test starts: this one's, on the CPU with the repo importable,
+  with the suite's compile settings (`tests/conftest.py`'s `XLA_FLAGS` and
+  `JAX_DISABLE_MOST_OPTIMIZATIONS`) but `host_devices` CPU devices instead of the 4 that conftest
+  forces for its own process; `extra` variables last."""
+  env = dict(os.environ)
+  flags = [f for f in env.pop("XLA_FLAGS", "").split() if not f.startswith(DEVICE_COUNT_FLAG)]
+  if host_devices != 1:
+    flags.append(f"{DEVICE_COUNT_FLAG}={host_devices}")
+  if flags:
+    env["XLA_FLAGS"] = " ".join(flags)
+  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  env.update(extra)
+  return env
+
+
 def run_module(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-  """Runs `python -m <args>` from the repo root on one CPU device; returns the completed process."""
-  full_env = dict(os.environ)
-  full_env.pop("XLA_FLAGS", None)
-  full_env.update(
-    {
-      "JAX_PLATFORMS": "cpu",
-      "PYTHONPATH": REPO,
-      "JAX_COMPILATION_CACHE_DIR": os.path.join(REPO, ".pytest_cache", "jax-cache"),
-    }
-  )
+  """Runs `python -m <args>` from the repo root on one CPU device (`child_env`, then `env`)."""
+  full_env = child_env(JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax-cache"))
   full_env.update(env or {})
   return subprocess.run(
     [sys.executable, "-m", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
@@ -112,11 +123,8 @@ def run_cli_cases(module: str, cases: list[list[str]], timeout: int = 300) -> li
 
 
 def run_python(code: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-  """Runs `python -c code` from the repo root on one CPU device."""
-  full_env = dict(os.environ)
-  full_env.pop("XLA_FLAGS", None)
-  full_env.update({"JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO})
-  full_env.update(env or {})
+  """Runs `python -c code` from the repo root on one CPU device (`child_env`, then `env`)."""
+  full_env = child_env(**(env or {}))
   return subprocess.run(
     [sys.executable, "-c", code], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
   )

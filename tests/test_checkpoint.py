@@ -37,7 +37,7 @@ from genjax.train.checkpoint import (
 )
 from genjax.train.manifest import MANIFEST
 from genjax.train.state import create_train_state
-from tests.helpers import REPO, assert_trees_equal, tiny_config
+from tests.helpers import REPO, assert_trees_equal, child_env, tiny_config
 
 METRIC = "test/loss"
 
@@ -394,8 +394,7 @@ print(json.dumps(out))
 def _two_processes(tmp_path, *args: str) -> list[dict]:
   script = tmp_path / "multi.py"
   script.write_text(_MULTI)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
-  env.pop("XLA_FLAGS", None)
+  env = child_env()
   p = subprocess.run(
     [
       sys.executable,

@@ -19,15 +19,14 @@ import time
 import pytest
 
 from genjax import distributed, launch
-from tests.helpers import REPO
+from tests.helpers import REPO, child_env
 
 
 def _env(**extra: str) -> dict[str, str]:
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # conftest forces 4 host devices for its own process
+  env = child_env()
   for var in distributed._PROCESS_VARS:
     env.pop(var, None)
-  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO, **extra)
+  env.update(extra)
   return env
 
 

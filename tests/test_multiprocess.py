@@ -26,18 +26,16 @@ import pytest
 
 from genjax import data, distributed
 from genjax.train import sharding
-from tests.helpers import REPO, tiny_config
+from tests.helpers import REPO, child_env, tiny_config
 
 AUDIT = os.path.join(REPO, "tests", "write_audit")
 JAX_CACHE = os.path.join(REPO, ".pytest_cache", "jax-cache")
 
 
 def _env(**extra: str) -> dict[str, str]:
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # conftest forces 4 host devices for its own process
+  env = child_env(PYTHONPATH=os.pathsep.join([REPO, AUDIT]), JAX_COMPILATION_CACHE_DIR=JAX_CACHE)
   for var in ("GENJAX_COORDINATOR_ADDRESS", "GENJAX_NUM_PROCESSES", "GENJAX_PROCESS_ID", "JAX_NUM_CPU_DEVICES"):
     env.pop(var, None)
-  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([REPO, AUDIT]), JAX_COMPILATION_CACHE_DIR=JAX_CACHE)
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
   env.update(extra)
   return env

@@ -21,7 +21,7 @@ import pytest
 from genjax.train import loop
 from genjax.train.experiment import Experiment
 from genjax.train.sharding import make_mesh
-from tests.helpers import REPO, assert_trees_equal, run_cli_cases, run_module, tiny_config
+from tests.helpers import REPO, assert_trees_equal, child_env, run_cli_cases, run_module, tiny_config
 
 CFG = "--config=configs/vae.py:tiny"
 
@@ -178,8 +178,7 @@ def test_evaluate_and_sample_while_the_run_trains(tmp_path):
   workdir, straight = str(tmp_path / "busy"), str(tmp_path / "straight")
   # Long enough to outlast three reader processes on a loaded 2-core machine (saving every step).
   args = [CFG, "--config.train.num_steps=200", "--config.train.checkpoint_every=1", "--config.train.eval_every=20"]
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
-  env.pop("XLA_FLAGS", None)
+  env = child_env()
   trainer = subprocess.Popen(
     [sys.executable, "-m", "experiments.train", *args, f"--workdir={workdir}"],
     cwd=REPO,
@@ -218,8 +217,7 @@ def test_evaluate_and_sample_while_the_run_trains(tmp_path):
 
 def test_a_second_trainer_on_a_busy_workdir_stops_at_once(tmp_path):
   workdir = str(tmp_path / "busy")
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
-  env.pop("XLA_FLAGS", None)
+  env = child_env()
   first = subprocess.Popen(
     [sys.executable, "-m", "experiments.train", CFG, f"--workdir={workdir}", "--config.train.num_steps=100000"],
     cwd=REPO,
