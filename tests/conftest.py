@@ -4,12 +4,13 @@ Four host CPU devices are forced before JAX is imported, so one process can comp
 a 1-device mesh with a 4-device mesh; everything else uses the first device. The
 persistent compilation cache lets tests that build the same program share one compile.
 
-The suite compiles with `JAX_DISABLE_MOST_OPTIMIZATIONS=1` (JAX's documented switch: XLA's
-LLVM backend at -O0, no expensive passes), inherited by the processes tests launch. Compiling
-is most of the suite's time: with empty caches the whole suite took 20.3 min against 31.1 min
-fully optimized (README, "Tests and benchmarks"); results differ from optimized code only at float
-rounding, and every bit-for-bit comparison in the suite is between runs made under the same
-setting. `JAX_DISABLE_MOST_OPTIMIZATIONS=0 make test` runs the suite fully optimized.
+The suite compiles for compile speed: `JAX_DISABLE_MOST_OPTIMIZATIONS=1` (JAX's documented switch:
+XLA's LLVM backend at -O0, no expensive passes) and, with it, XLA:CPU's legacy fusion emitters
+(`--xla_cpu_use_fusion_emitters=false`), both passed on to the processes tests start
+(`helpers.child_env`). Compiling is most of the suite's time (README, "Tests and benchmarks";
+`docs/design.md`, "Test suite time"); results differ from optimized code only at float rounding,
+and every bit-for-bit comparison in the suite is between runs made under the same setting.
+`JAX_DISABLE_MOST_OPTIMIZATIONS=0 make test` runs the suite fully optimized, with XLA's default emitters.
 """
 
 import os
@@ -17,8 +18,8 @@ import sys
 import tempfile
 
 _FAST_COMPILE = os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1") == "1"
-# At -O0, XLA:CPU's legacy fusion emitters compile about 1.4x faster than its MLIR ones (five families'
-# tiny train steps: 31 s against 42 s); the processes tests start inherit it (`helpers.child_env`).
+# At -O0, XLA:CPU's legacy fusion emitters compile faster than its MLIR ones (five families' tiny
+# train steps, 3 steps each: 31 s against 42 s; fully optimized they are slower, 157 s against 98 s).
 os.environ.setdefault(
   "XLA_FLAGS",
   "--xla_force_host_platform_device_count=4" + (" --xla_cpu_use_fusion_emitters=false" if _FAST_COMPILE else ""),
