@@ -26,7 +26,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-# The suite minus the long learning checks (marked slow); about 11 minutes on 2 cores from a cold compile cache (README).
+# The suite minus the long learning checks (marked slow); 11-17 minutes on 2 cores from a cold compile cache (README).
 test: setup lint
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
