@@ -3,6 +3,7 @@ the family's sampling, encoding and interpolation; a 2-D toy's density integrate
 
 from __future__ import annotations
 
+import logging
 import math
 
 import jax
@@ -218,6 +219,17 @@ def test_encode_decode_sample_and_interpolate(image_family):
   np.testing.assert_array_equal(cold, family.decode(params, model_state, jnp.zeros((2, 64))))
   with pytest.raises(ValueError, match="temperature"):
     family.sample(params, model_state, jax.random.key(5), 2, temperature=-1.0)
+
+
+def test_samples_figure_is_one_compiled_program(image_family, caplog):
+  """`experiments.sample --kind=samples` compiles `generate` whole: run op by op, the flow's
+  inverse compiled one small program per operation (160 for the tiny preset)."""
+  family, params, model_state, _ = image_family
+  with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+    figure = family.figure_samples(params, model_state, jax.random.key(5), None, FigureOptions(num=4))
+  compiled = [r.getMessage() for r in caplog.records if "Finished XLA compilation" in r.getMessage()]
+  assert len(compiled) <= 2 and any("jit(generate)" in m for m in compiled), compiled
+  assert figure.kind == "images" and figure.data.shape == (4, 8, 8, 1) and figure.data.dtype == jnp.uint8
 
 
 def test_toy_density_integrates_to_one_and_pictures():
