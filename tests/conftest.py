@@ -18,8 +18,8 @@ import sys
 import tempfile
 
 _FAST_COMPILE = os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1") == "1"
-# At -O0, XLA:CPU's legacy fusion emitters compile faster than its MLIR ones (five families' tiny
-# train steps, compile included: 22-33 s against 30-43 s; fully optimized they are slower).
+# At -O0, XLA:CPU's legacy fusion emitters compile faster than its MLIR ones (RealNVP's tiny train
+# step: 4.4 s against 7.1-7.3 s; docs/design.md, "Test suite time"); fully optimized they are slower.
 os.environ.setdefault(
   "XLA_FLAGS",
   "--xla_force_host_platform_device_count=4" + (" --xla_cpu_use_fusion_emitters=false" if _FAST_COMPILE else ""),

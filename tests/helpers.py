@@ -58,9 +58,11 @@ def child_env(host_devices: int = 1, **extra: str) -> dict[str, str]:
   return env
 
 
-def run_module(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-  """Runs `python -m <args>` from the repo root on one CPU device (`child_env`, then `env`)."""
-  full_env = child_env(JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax-cache"))
+def run_module(
+  *args: str, timeout: int = 300, env: dict | None = None, host_devices: int = 1
+) -> subprocess.CompletedProcess:
+  """Runs `python -m <args>` from the repo root on `host_devices` CPU devices (`child_env`, then `env`)."""
+  full_env = child_env(host_devices, JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax-cache"))
   full_env.update(env or {})
   return subprocess.run(
     [sys.executable, "-m", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from tests.helpers import child_env, run_module, tiny_config
+from tests.helpers import run_module, tiny_config
 
 
 def test_train_resume_evaluate_sample(tmp_path):
@@ -53,7 +53,7 @@ def test_train_uses_every_forced_host_device(tmp_path):
     f"--workdir={workdir}",
     "--config.train.num_steps=40",
     "--config.train.checkpoint_every=40",
-    env={"XLA_FLAGS": child_env(host_devices=4)["XLA_FLAGS"]},
+    host_devices=4,
   )
   assert p.returncode == 0, p.stderr[-3000:]
   assert "on 4 cpu device(s)" in p.stderr
