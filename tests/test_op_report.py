@@ -96,3 +96,27 @@ def test_trace_reports_every_thunk_by_category_with_its_jax_op():
   assert any("conv_general_dilated" in r["op"] or "dot_general" in r["op"] for r in t["slowest"])
   text = op_report.format_trace(t)
   assert "library (conv/dot)" in text and "slowest thunks" in text
+
+
+def test_fused_coupling_kernels_are_listed_with_their_flops():
+  """RealNVP's fused coupling-net kernels (`genjax.nn.coupling_net`): XLA's cost analysis does not
+  see a custom call's FLOPs, so the report counts them from the shapes, forward and backward."""
+  from genjax.nn import coupling_net
+
+  b, h, w, c, f, o = 2, 8, 8, 1, 16, 2
+  x = jnp.ones((b, h, w, c))
+  params = (jnp.ones((3, 3, c, f)), jnp.ones((f,)), jnp.ones((3, 3, f, o)), jnp.ones((o,)))
+  loss = lambda p, x: jnp.sum(coupling_net.conv_net(x, *p) ** 2)  # noqa: E731
+  r = op_report.report_for_function(jax.jit(jax.grad(loss)), (params, x), **FAST)
+  fused = [row for row in r["layers"] if row["kind"] == "fused"]
+  if coupling_net.kernel_status() != "loaded":
+    assert fused == [] and r["jaxpr_fused"] == 0
+    return
+  (row,) = fused
+  n, k = b * h * w, 9 * c
+  assert row["layer"] == f"fused net {k}->{f}->{9 * o} x{n} px"
+  assert row["roles"]["fwd"]["flops"] == 2 * n * (k * f + f * 9 * o)
+  assert row["roles"]["bwd"]["flops"] == 2 * n * (3 * k * f + 2 * f * 9 * o)
+  assert row["roles"]["bwd"]["ms"] > 0 and r["jaxpr_fused"] == 2
+  assert r["flop_count_mismatches"] == []
+  assert "bwd:" in op_report.format_report(r)

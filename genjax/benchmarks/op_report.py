@@ -9,7 +9,9 @@ What it does:
 1. Traces the config's train step (`Experiment.train_step()`, the program the trainer
    runs) to its jaxpr and collects every convolution (`conv_general_dilated`) and
    matmul (`dot_general`), inside nested jaxprs too (a `lax.scan` body counts
-   `length` times per step), with shapes, dtypes and dimension numbers.
+   `length` times per step), with shapes, dtypes and dimension numbers, and genjax's
+   fused CPU kernels (`genjax.nn.coupling_net`: a coupling net's forward, `fwd`, and its
+   whole backward pass, `bwd`), whose FLOPs XLA's cost analysis does not see.
 2. Classifies each convolution by its dimension numbers (genjax's layers are NHWC
    activations and HWIO kernels): `fwd` (the layer's own convolution), `dgrad` (the
    input gradient: the kernel's I and O axes swapped) and `wgrad` (the weight
@@ -122,8 +124,8 @@ def dot_flops(lhs_shape: Sequence[int], out_shape: Sequence[int], params: dict) 
 class Op:
   """One distinct convolution or matmul of the step (identical ones are counted together)."""
 
-  kind: str  # 'conv' | 'dot'
-  role: str  # 'fwd' | 'dgrad' | 'wgrad' | 'bmm' | 'other'
+  kind: str  # 'conv' | 'dot' | 'fused'
+  role: str  # 'fwd' | 'dgrad' | 'wgrad' | 'bmm' | 'other' | 'bwd' (a fused kernel's backward pass)
   primitive: Any
   params: dict
   lhs: tuple[tuple[int, ...], str]  # (shape, dtype)
@@ -134,6 +136,7 @@ class Op:
   in_loop: bool = False
   ms: float | None = None  # median time of one execution
   xla_flops: float | None = None  # XLA's cost analysis of the op compiled alone
+  ins: tuple = ()  # a fused kernel's inputs, (shape, dtype) each
 
   @property
   def gflop_s(self) -> float | None:
@@ -142,6 +145,8 @@ class Op:
   def layer_key(self) -> tuple:
     """(input, kernel, output) shapes of the layer this op belongs to, the same for its three roles."""
     lhs, rhs, out = self.lhs[0], self.rhs[0], self.out[0]
+    if self.kind == "fused":
+      return ("fused", self.ins[0][0], self.ins[1][0], self.ins[3][0])
     if self.kind == "conv":
       if self.role == "dgrad":
         return ("conv", out, rhs, lhs)
@@ -158,6 +163,9 @@ class Op:
   def describe(self) -> str:
     """A short description of the layer, from the forward op's point of view."""
     lhs, rhs, out = self.lhs[0], self.rhs[0], self.out[0]
+    if self.kind == "fused":
+      (k, n), (_, f), _, (_, o) = (a[0] for a in self.ins[:4])
+      return f"fused net {k}->{f}->{o} x{n} px"
     if self.kind == "conv":
       p = self.params
       window = "x".join(str(rhs[d]) for d in p["dimension_numbers"][1][2:])
@@ -224,6 +232,8 @@ def collect_ops(closed_jaxpr) -> list[Op]:
   """The distinct convolutions and matmuls of a (closed) jaxpr, nested jaxprs included, with counts."""
   from jax.extend import core as jcore
 
+  from genjax.nn import coupling_net
+
   ops: dict[tuple, Op] = {}
 
   def visit(jaxpr, mult: int, in_loop: bool):
@@ -241,6 +251,16 @@ def collect_ops(closed_jaxpr) -> list[Op]:
             kind, role = "dot", dot_role(eqn.params, len(rhs[0]))
             flops = dot_flops(lhs[0], out[0], eqn.params)
           ops[key] = Op(kind, role, eqn.primitive, dict(eqn.params), lhs, rhs, out, flops)
+        ops[key].count += mult
+        ops[key].in_loop |= in_loop
+      elif (fused := coupling_net.flops(name, [_aval(v)[0] for v in eqn.invars])) is not None:
+        ins = tuple(_aval(v) for v in eqn.invars)
+        key = (name, ins)
+        if key not in ops:
+          role = "bwd" if name.endswith("_bwd") else "fwd"
+          ops[key] = Op(
+            "fused", role, eqn.primitive, dict(eqn.params), ins[0], ins[1], _aval(eqn.outvars[0]), fused, ins=ins
+          )
         ops[key].count += mult
         ops[key].in_loop |= in_loop
       sub_mult, sub_loop = mult, in_loop
@@ -278,15 +298,16 @@ def _random_inputs(op: Op, seed: int):
   import jax
   import jax.numpy as jnp
 
-  k1, k2 = jax.random.split(jax.random.key(seed))
-  return [jax.random.normal(k, shape, jnp.dtype(dtype)) for k, (shape, dtype) in ((k1, op.lhs), (k2, op.rhs))]
+  ins = op.ins or (op.lhs, op.rhs)
+  keys = jax.random.split(jax.random.key(seed), len(ins))
+  return [jax.random.normal(k, shape, jnp.dtype(dtype)) for k, (shape, dtype) in zip(keys, ins, strict=True)]
 
 
 def time_op(op: Op, min_time: float = 0.3, min_calls: int = 3, seed: int = 0) -> Op:
   """Times `op` alone (fills `op.ms`) and records XLA's FLOP count of it (`op.xla_flops`)."""
   import jax
 
-  fn = jax.jit(lambda a, b: op.primitive.bind(a, b, **op.params))
+  fn = jax.jit(lambda *a: op.primitive.bind(*a, **op.params))
   args = _random_inputs(op, seed)
   compiled = fn.lower(*args).compile()
   cost = compiled.cost_analysis()
@@ -362,7 +383,7 @@ def report_for_function(
   time_step: bool = True,
   step_repeats: int = 3,
   roofline: dict | None = None,
-  kinds: Sequence[str] = ("conv", "dot"),
+  kinds: Sequence[str] = ("conv", "dot", "fused"),
   min_gflop: float = 0.0,
 ) -> dict:
   """The per-op report of jitted `fn(*args)` (see the module docstring) as a dict.
@@ -438,7 +459,7 @@ def report_for_function(
   mismatches = [
     op.describe() + f" {op.role}: {op.flops} vs XLA {op.xla_flops:.0f}"
     for op in ops
-    if op.xla_flops is not None and op.xla_flops >= 0 and not _rewritten_by_xla(op)
+    if op.xla_flops is not None and op.xla_flops >= 0 and not _rewritten_by_xla(op) and op.kind != "fused"
     if abs(op.xla_flops - op.flops) > 1e-6 * max(op.flops, 1)
   ]
   return {
@@ -451,6 +472,7 @@ def report_for_function(
     "hlo_dots": hlo.count(" dot("),
     "jaxpr_convolutions": sum(op.count for op in ops if op.kind == "conv"),
     "jaxpr_dots": sum(op.count for op in ops if op.kind == "dot"),
+    "jaxpr_fused": sum(op.count for op in ops if op.kind == "fused"),
     "flop_count_mismatches": mismatches,
     "layers": rows,
     "slow_convs": slow,
@@ -554,6 +576,11 @@ def format_trace(t: dict) -> str:
   return "\n".join(lines)
 
 
+def _other_role(role: str, e: dict) -> str:
+  rate = "" if e["gflop_s"] is None else f", {e['gflop_s']:.1f} GF/s"
+  return f"{role}: {e['ms'] or 0:.2f} ms x{e['count']}{rate}"
+
+
 def format_report(r: dict) -> str:
   """The report as a text table."""
   peak = r["roofline"]["roofline_gflop_s"]
@@ -563,9 +590,9 @@ def format_report(r: dict) -> str:
   ]
   step = "" if r["step_seconds"] is None else f"step {1e3 * r['step_seconds']:.1f} ms; "
   lines.append(
-    f"{step}convs+dots {r['ops_gflop_per_step']:.2f} GFLOP/step (XLA cost analysis of the step: "
+    f"{step}convs+dots+fused {r['ops_gflop_per_step']:.2f} GFLOP/step (XLA cost analysis of the step: "
     f"{r['step_xla_gflop']:.2f}), their time alone {r['ops_ms_per_step']:.1f} ms/step; "
-    f"{r['jaxpr_convolutions']} convs / {r['jaxpr_dots']} dots per step"
+    f"{r['jaxpr_convolutions']} convs / {r['jaxpr_dots']} dots / {r['jaxpr_fused']} fused kernels per step"
   )
   head = f"{'layer':<40}{'GFLOP':>8}"
   for role in ROLES:
@@ -590,7 +617,7 @@ def format_report(r: dict) -> str:
     others = [k for k in roles if k not in ROLES]
     line += f" | {'/'.join(counts):>8}{row['step_ms']:>9.1f}"
     if others:
-      line += "  (" + ", ".join(f"{k}: {roles[k]['ms'] or 0:.2f} ms x{roles[k]['count']}" for k in others) + ")"
+      line += "  (" + ", ".join(_other_role(k, roles[k]) for k in others) + ")"
     lines.append(line)
   lines.append("* below 30% of the reference roofline; L: the op sits in a loop body in the step")
   if r["flop_count_mismatches"]:

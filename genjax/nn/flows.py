@@ -41,7 +41,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genjax.nn import conv2d
+from genjax.nn import conv2d, coupling_net
 
 MASKS = ("checkerboard", "channel", "alternate")
 
@@ -91,6 +91,13 @@ class ResNetST(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
+    if self.num_blocks == 0 and self._fused(x):
+      # conv_out(relu(conv_in(x))) as one fused CPU kernel; the same parameters
+      k_in, b_in = _ConvParams(self.features, name="conv_in", param_dtype=self.param_dtype)(x.shape[-1])
+      k_out, b_out = _ConvParams(
+        self.out, kernel_init=nn.initializers.zeros, name="conv_out", param_dtype=self.param_dtype
+      )(self.features)
+      return coupling_net.conv_net(x, k_in, b_in, k_out, b_out)
     h = conv2d.Conv(self.features, (3, 3), name="conv_in", **kw)(x)  # narrow input: im2col
     for i in range(self.num_blocks):
       r = nn.Conv(self.features, (3, 3), name=f"block_{i}_a", **kw)(nn.relu(h))
@@ -98,6 +105,28 @@ class ResNetST(nn.Module):
       h = h + r
     # narrow output: summed tap responses
     return conv2d.Conv(self.out, (3, 3), kernel_init=nn.initializers.zeros, name="conv_out", **kw)(nn.relu(h))
+
+  def _fused(self, x: jax.Array) -> bool:
+    f32 = jnp.dtype(jnp.float32)
+    return (
+      jnp.dtype(self.param_dtype) == f32
+      and (self.dtype is None or jnp.dtype(self.dtype) == f32)
+      and coupling_net.fusable(x, self.features, self.out)
+    )
+
+
+class _ConvParams(nn.Module):
+  """The parameters `conv2d.Conv(features, (3, 3))` creates (same names, shapes, initializers), unapplied."""
+
+  features: int
+  kernel_init: nn.initializers.Initializer = conv2d.default_kernel_init
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param("kernel", self.kernel_init, (3, 3, in_features, self.features), self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype)
+    return kernel, bias
 
 
 class MLPST(nn.Module):
