@@ -164,3 +164,51 @@ def test_optimal_discriminator_gap_shrinks_with_training():
   stats = vector_statistics(exp.family, state.params, state.model_state, exp.splits, options)
   assert stats["d_gap_mean"] < 0.1 and abs(stats["d_star_mean"] - 0.5) < 0.1, stats
   assert stats["energy_distance"] < 0.05, stats
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny,conditional"])
+def test_reused_fakes_are_the_generator_step_on_the_discriminator_steps_latents(preset):
+  """`model.reuse_fakes`: one G forward per step. D's update is the usual one; G's gradient is its
+  loss's on the same latents against the updated D, computed here the long way (G run again)."""
+  exp = Experiment(tiny_config("gan", preset, **{"model.reuse_fakes": True}), mesh=make_mesh(1))
+  fam, state = exp.family, exp.init_state()
+  batches = exp.batch_iterator()
+  batch = jax.tree.map(jnp.asarray, next(batches))
+  batches.close()
+  key = jax.random.key(7)
+  params, opt_state, model_state, metrics = jax.jit(fam.update, static_argnums=0)(
+    exp.tx, state.params, state.opt_state, state.model_state, batch, key
+  )
+
+  k_d, _ = jax.random.split(key)
+  (k,) = jax.random.split(k_d, 1)
+  g, d, ms = state.params["generator"], state.params["discriminator"], state.model_state
+  (_, (_, d_state)), d_grads = jax.value_and_grad(fam.discriminator_loss, has_aux=True)(d, g, ms, batch, k)
+  updates, _ = exp.tx.discriminator.update(d_grads, state.opt_state["discriminator"], d)
+  d_new = jax.tree.map(lambda a, u: a + u, d, updates)
+  z = fam.noise(jax.random.split(k)[0], batch["image"].shape[0])
+  labels = batch["label"] if fam.conditional else None
+  ms_new = {"generator": ms["generator"], "discriminator": d_state}
+
+  def g_loss(g):
+    fake, g_stats = fam.fake(g, ms, z, labels, train=True)
+    return fam.generator_objective(fake, d_new, ms_new, labels)[0], g_stats
+
+  (loss_g, g_stats), g_grads = jax.value_and_grad(g_loss, has_aux=True)(g)
+  updates, _ = exp.tx.generator.update(g_grads, state.opt_state["generator"], g)
+  g_new = jax.tree.map(lambda a, u: a + u, g, updates)
+  close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)  # noqa: E731
+  jax.tree.map(close, params, {"generator": g_new, "discriminator": d_new})
+  jax.tree.map(close, model_state, {"generator": g_stats, "discriminator": d_state})
+  np.testing.assert_allclose(metrics["loss_g"], loss_g, rtol=1e-5)
+  # Without it, G's update draws other latents: a different step.
+  other = jax.jit(Experiment(tiny_config("gan", preset), mesh=make_mesh(1)).family.update, static_argnums=0)(
+    exp.tx, state.params, state.opt_state, state.model_state, batch, key
+  )
+  jax.tree.map(close, other[0]["discriminator"], d_new)
+  assert not np.allclose(np.asarray(other[3]["loss_g"]), np.asarray(loss_g))
+
+
+def test_reused_fakes_need_one_discriminator_step():
+  with pytest.raises(ValueError, match="reuse_fakes"):
+    Experiment(tiny_config("gan", **{"model.reuse_fakes": True, "model.d_steps": 2}), mesh=make_mesh(1))

@@ -7,7 +7,8 @@ Presets (comma-separated after the file name, e.g. `configs/gan.py:tiny,minimax`
   non_saturating  the generator minimizes -log D(G(z)) (the default)
   hinge           hinge losses for both players
   size64          the 64x64 DCGAN of Radford et al. (4x4x512 -> 64x64) on the digits resized to
-                  64x64 (data.image_size): the 64x64 benchmark case, no download needed
+                  64x64 (data.image_size): the 64x64 benchmark case, no download needed; as
+                  in their code, G's update reuses D's update's fakes (model.reuse_fakes)
   celeb_a         64x64 CelebA through tensorflow-datasets (needs a prepared data_dir)
 """
 
@@ -26,6 +27,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   m.g_hidden = (128, 128)  # mlp widths
   m.d_hidden = (128, 128)
   m.d_steps = 1  # k discriminator updates per generator update
+  m.reuse_fakes = False  # G's update reuses D's update's fakes, one G forward per step (d_steps = 1)
   m.gp_weight = 10.0  # wgan_gp penalty weight
   m.conditional = False
   return m
@@ -59,6 +61,7 @@ def _size64(c):
   c.model.latent_dim = 100
   c.model.g_features = (512, 256, 128, 64)  # Radford et al.: 4x4x512 -> ... -> 64x64
   c.model.d_features = (64, 128, 256, 512)
+  c.model.reuse_fakes = True  # as Radford et al.'s and PyTorch's DCGAN: one G forward per step
 
 
 def _celeb_a(c):
@@ -67,6 +70,7 @@ def _celeb_a(c):
   c.model.latent_dim = 100
   c.model.g_features = (512, 256, 128, 64)  # Radford et al.: 4x4x512 -> ... -> 64x64x3
   c.model.d_features = (64, 128, 256, 512)
+  c.model.reuse_fakes = True
   c.train.batch_size = 128
   c.train.num_steps = 50000
 

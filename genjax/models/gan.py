@@ -19,7 +19,10 @@ The global batch of B examples holds the k discriminator minibatches: minibatch 
 rows i, i + k, i + 2k, ... (B / k rows; the strided split keeps every minibatch evenly
 spread over the devices), so each real example is used once per step; B must be a
 multiple of k * devices (`batch_multiple`). The generator update draws B fresh latents
-(and, for a conditional model, takes the whole batch's labels). Keys: the step key is
+(and, for a conditional model, takes the whole batch's labels); with `model.reuse_fakes`
+(k = 1 only) it differentiates its loss on the discriminator update's own fakes instead,
+through the VJP of the one generator forward pass of the step, as Radford et al.'s and
+PyTorch's DCGAN code do (the `size64` and `celeb_a` presets). Keys: the step key is
 split into D's key (split again per update) and G's key. The optimizers are a
 `TwoPlayerOptimizer`: the `optim` section for G at `optim.learning_rate` and for D at
 `optim.disc_learning_rate` (0 = the same), D's schedule counted in its own updates
@@ -79,6 +82,7 @@ class GANModel:
   d_steps: int  # k discriminator updates per generator update
   gp_weight: float  # wgan_gp
   conditional: bool
+  reuse_fakes: bool = False  # G's update reuses D's update's fakes (one G forward per step; d_steps = 1)
 
   def __post_init__(self):
     require(self.latent_dim > 0, "latent_dim", self.latent_dim, "a positive integer")
@@ -87,6 +91,8 @@ class GANModel:
     for name in ("g_features", "d_features", "g_hidden", "d_hidden"):
       widths = getattr(self, name)
       require(len(widths) > 0 and min(widths) > 0, name, widths, "positive widths")
+    if self.reuse_fakes and self.d_steps != 1:
+      raise invalid("reuse_fakes", self.reuse_fakes, "False with d_steps > 1 (it reuses the one D update's fakes)")
     if self.loss == "wgan_gp" and self.arch == "dcgan":
       raise invalid(
         "loss", self.loss, "not 'wgan_gp' with arch='dcgan' (the penalty needs a critic without batch norm)"
@@ -197,14 +203,16 @@ class GANFamily(Family):
 
   # ------------------------------------------------------------------ the two players' objectives
 
-  def discriminator_loss(self, d_params, g_params, model_state, batch, key):
+  def discriminator_loss(self, d_params, g_params, model_state, batch, key, fake=None):
     """D's objective on one minibatch; G is held fixed. `(loss, (metrics, new D statistics))`.
 
-    Real and fake halves go through D separately (as in DCGAN), both in training mode.
+    Real and fake halves go through D separately (as in DCGAN), both in training mode. The
+    fakes are `G(z)` for `z` from `key`'s first half (`d_latents`), or `fake` when given.
     """
     k_z, k_gp = jax.random.split(key)
     real, labels = self.to_model(batch), self._labels(batch)
-    fake, _ = self.fake(g_params, model_state, self.noise(k_z, real.shape[0]), labels, train=True)
+    if fake is None:
+      fake, _ = self.fake(g_params, model_state, self.noise(k_z, real.shape[0]), labels, train=True)
     fake = jax.lax.stop_gradient(fake)
     ms = dict(model_state)
     real_logits, ms["discriminator"] = self.logits(d_params, ms, real, labels, train=True)
@@ -231,6 +239,11 @@ class GANFamily(Family):
     labels = self._labels(batch)
     num = jax.tree.leaves(batch)[0].shape[0]
     fake, g_stats = self.fake(g_params, model_state, self.noise(key, num), labels, train=True)
+    loss, metrics = self.generator_objective(fake, d_params, model_state, labels)
+    return loss, (metrics, g_stats)
+
+  def generator_objective(self, fake, d_params, model_state, labels=None):
+    """G's loss as a function of its fakes `[N, ...]` (D fixed, in training mode): `(loss, metrics)`."""
     fake_logits, _ = self.logits(d_params, model_state, fake, labels, train=True)
     if self.cfg.loss == "non_saturating":
       loss = losses.gan_generator_non_saturating_loss(fake_logits)
@@ -240,7 +253,7 @@ class GANFamily(Family):
       loss = losses.gan_hinge_generator_loss(fake_logits)
     else:
       loss = losses.wgan_generator_loss(fake_logits)
-    return loss, ({"d_fake_g": jnp.mean(jax.nn.sigmoid(fake_logits))}, g_stats)
+    return loss, {"d_fake_g": jnp.mean(jax.nn.sigmoid(fake_logits))}
 
   # ------------------------------------------------------------------ the contract
 
@@ -281,17 +294,30 @@ class GANFamily(Family):
     )
 
   def update(self, tx, params, opt_state, model_state, batch, key):
-    """k discriminator updates on the batch's k strided minibatches, then one generator update."""
+    """k discriminator updates on the batch's k strided minibatches, then one generator update.
+
+    With `model.reuse_fakes` (k = 1), G runs forward once: D's update sees `G(z)` and G's
+    update differentiates its loss on the same fakes (against the updated D) through that
+    forward pass's VJP, as Radford et al.'s and PyTorch's DCGAN do. Otherwise G's update
+    draws fresh latents.
+    """
     k_d, k_g = jax.random.split(key)
     g_params, g_state = params["generator"], model_state["generator"]
     d_params, d_opt, d_state = params["discriminator"], opt_state["discriminator"], model_state["discriminator"]
     d_metrics = []
-    for minibatch, k in zip(
-      split_minibatches(batch, self.d_steps), jax.random.split(k_d, self.d_steps), strict=True
-    ):
+    d_keys = jax.random.split(k_d, self.d_steps)
+    fake = None
+    if self.cfg.reuse_fakes:
+      labels = self._labels(batch)
+      z = self.noise(
+        jax.random.split(d_keys[0])[0], jax.tree.leaves(batch)[0].shape[0]
+      )  # as discriminator_loss draws
+      g_forward = lambda g: self.fake(g, {"generator": g_state}, z, labels, train=True)  # noqa: E731
+      fake, g_vjp, g_stats = jax.vjp(g_forward, g_params, has_aux=True)
+    for minibatch, k in zip(split_minibatches(batch, self.d_steps), d_keys, strict=True):
       ms = {"generator": g_state, "discriminator": d_state}
       (loss, (metrics, d_state)), grads = jax.value_and_grad(self.discriminator_loss, has_aux=True)(
-        d_params, g_params, ms, minibatch, k
+        d_params, g_params, ms, minibatch, k, fake
       )
       updates, d_opt = tx.discriminator.update(grads, d_opt, d_params)
       d_params = optax.apply_updates(d_params, updates)
@@ -299,9 +325,15 @@ class GANFamily(Family):
     d_metrics = jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *d_metrics)
 
     ms = {"generator": g_state, "discriminator": d_state}
-    (loss_g, (g_metrics, g_state)), g_grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
-      g_params, d_params, ms, batch, k_g
-    )
+    if self.cfg.reuse_fakes:
+      (loss_g, g_metrics), d_fake = jax.value_and_grad(self.generator_objective, has_aux=True)(
+        fake, d_params, ms, labels
+      )
+      (g_grads,), g_state = g_vjp(d_fake), g_stats
+    else:
+      (loss_g, (g_metrics, g_state)), g_grads = jax.value_and_grad(self.generator_loss, has_aux=True)(
+        g_params, d_params, ms, batch, k_g
+      )
     updates, g_opt = tx.generator.update(g_grads, opt_state["generator"], g_params)
     g_params = optax.apply_updates(g_params, updates)
     metrics = dict(
