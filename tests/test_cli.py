@@ -104,7 +104,7 @@ def test_step_throughput_benchmark_reports_its_fields():
   assert record["batch_size"] == 32 and record["param_count"] > 1000 and record["steps_per_sec"] > 0
   # getrusage over the timed steps: CPU time was spent, and the counts are per step, not totals
   assert record["user_ms_per_step"] + record["kernel_ms_per_step"] > 0 and record["page_faults_per_step"] >= 0
-  assert record["max_rss_mb"] > 50 and "malloc" in record
+  assert record["max_rss_mb"] > 50 and "malloc" in record and record["fused_kernels"]
 
 
 def test_pixelcnn_train_evaluate_sample_completion(tmp_path):

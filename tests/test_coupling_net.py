@@ -4,6 +4,7 @@ nets use it with unchanged parameters."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -96,29 +97,40 @@ def _conv_reference(x, k1, b1, k2, b2):
 @pytest.mark.parametrize("shape", [(2, 8, 8, 1, 16, 2), (3, 7, 5, 2, 64, 4)])
 def test_conv_net_is_the_two_convolutions(shape):
   args, ct = _conv_args(*shape)
-  want, vjp_want = jax.vjp(_conv_reference, *args)
-  got, vjp_got = jax.vjp(coupling_net.conv_net, *args)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def value_and_grads(fn):
+    return fn(*args), jax.grad(lambda *a: jnp.vdot(fn(*a), ct), argnums=tuple(range(5)))(*args)
+
+  (got, got_grads), (want, want_grads) = value_and_grads(coupling_net.conv_net), value_and_grads(_conv_reference)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  for g, w in zip(vjp_got(ct), vjp_want(ct), strict=True):
+  for g, w in zip(got_grads, want_grads, strict=True):
     np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(w))))
 
 
 @needs_kernel
 def test_forward_mode_vmap_and_per_example_gradients():
-  args, _ = _conv_args(3, 6, 5, 2, 16, 4, seed=2)
+  args, _ = _conv_args(2, 4, 3, 2, 8, 4, seed=2)
   x, rest = args[0], args[1:]
   fused = lambda v: coupling_net.conv_net(v, *rest)  # noqa: E731
   ref = lambda v: _conv_reference(v, *rest)  # noqa: E731
-  np.testing.assert_allclose(jax.jacfwd(fused)(x), jax.jacrev(ref)(x), atol=1e-5)
-  np.testing.assert_allclose(jax.jacrev(fused)(x), jax.jacrev(ref)(x), atol=1e-5)
-  np.testing.assert_allclose(jax.vmap(lambda v: fused(v[None])[0])(x), ref(x), atol=1e-5)
-  per_example = jax.vmap(jax.grad(lambda v: fused(v[None]).sum()))(x)
-  np.testing.assert_allclose(per_example, jax.grad(lambda v: ref(v).sum())(x), atol=1e-5)
   cube = lambda fn: lambda v: (fn(v) ** 3).sum()  # noqa: E731  (a loss with a non-zero Hessian)
-  np.testing.assert_allclose(jax.hessian(cube(fused))(x), jax.hessian(cube(ref))(x), rtol=1e-4, atol=1e-4)
   tangent = jnp.ones_like(x)
-  hvp = lambda fn: jax.jvp(jax.grad(cube(fn)), (x,), (tangent,))[1]  # noqa: E731  (forward over reverse, no vmap)
-  np.testing.assert_allclose(hvp(fused), hvp(ref), rtol=1e-4, atol=1e-4)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def derivatives(fn):
+    return {
+      "jacfwd": jax.jacfwd(fn)(x),
+      "jacrev": jax.jacrev(fn)(x),
+      "vmap": jax.vmap(lambda v: fn(v[None])[0])(x),
+      "per_example": jax.vmap(jax.grad(lambda v: cube(fn)(v[None])))(x),
+      "hessian": jax.hessian(cube(fn))(x),
+      "hvp": jax.jvp(jax.grad(cube(fn)), (x,), (tangent,))[1],  # forward over reverse, no vmap
+    }
+
+  got, want = derivatives(fused), derivatives(ref)
+  for name in want:
+    np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
 
 
 @pytest.mark.parametrize("dtype,fused", [(None, True), (jnp.bfloat16, False)])

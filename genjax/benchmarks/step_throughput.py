@@ -106,6 +106,14 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
   except Exception:  # not every backend reports it
     pass
   device = jax.devices()[0]
+  fused_gflop = 0.0  # genjax's fused CPU kernels: custom calls, whose FLOPs XLA's cost analysis does not see
+  if device.platform == "cpu":
+    from genjax.benchmarks.op_report import collect_ops
+
+    ops = collect_ops(jax.make_jaxpr(step_fn)(state, batch))
+    fused_gflop = sum(op.flops * op.count for op in ops if op.kind == "fused") / 1e9
+    if step_gflop is not None:
+      step_gflop += fused_gflop
   return {
     "config": exp.family.name,
     "dataset": exp.info.name,
@@ -120,7 +128,8 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     "device_count": exp.mesh.devices.size,
     "param_count": param_count(state.params),
     "temp_bytes": memory,
-    "step_gflop": step_gflop,  # XLA's cost analysis of the whole step
+    "step_gflop": step_gflop,  # XLA's cost analysis of the whole step, plus the fused kernels'
+    "fused_gflop": fused_gflop,
     "dtype": str(exp.family.compute_dtype),  # model.dtype: the networks' compute dtype
     "param_dtype": str(exp.family.param_dtype),
     "steps": steps,
