@@ -133,6 +133,25 @@ def test_forward_mode_vmap_and_per_example_gradients():
     np.testing.assert_allclose(got[name], want[name], rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+@needs_kernel
+def test_right_on_a_data_parallel_mesh():
+  """Sharded over the conftest's 4 host devices (XLA gathers the custom call's operands: correct, not fast)."""
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+  mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
+  args, ct = _conv_args(4, 6, 5, 1, 16, 2, seed=3)
+  data = NamedSharding(mesh, PartitionSpec("data"))
+  x, ct_sharded = jax.device_put(args[0], data), jax.device_put(ct, data)
+
+  def value_and_grads(fn, x, ct):
+    return jax.value_and_grad(lambda *a: jnp.vdot(fn(*a), ct), argnums=(0, 1, 2, 3, 4))(x, *args[1:])
+
+  got = jax.jit(functools.partial(value_and_grads, coupling_net.conv_net))(x, ct_sharded)
+  want = value_and_grads(_conv_reference, args[0], ct)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(w))))
+
+
 @pytest.mark.parametrize("dtype,fused", [(None, True), (jnp.bfloat16, False)])
 def test_resnet_st_without_blocks_uses_it_with_the_same_parameters(monkeypatch, dtype, fused):
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 2))

@@ -22,6 +22,12 @@ The kernel's results equal the XLA form's to float rounding (`tests/test_couplin
 and do not depend on the number of threads.
 
 `GENJAX_NO_FUSED_KERNELS=1` (read at import) keeps the XLA form everywhere.
+
+On a mesh of several CPU devices the results stay right, but XLA's partitioner, which
+knows nothing of a custom call, gathers the kernels' operands onto every device, and each
+device computes the whole batch: the kernel is built for the single-device CPU step
+(`jax.experimental.custom_partitioning` rules would keep the pixels sharded; they failed
+to lower inside these primitives in this jax, 0.10.2, and were left out).
 """
 
 from __future__ import annotations
