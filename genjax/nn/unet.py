@@ -33,6 +33,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax.nn import conv2d
+
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
   """Sinusoidal embedding `[B, dim]` of (integer or real) times `t` `[B]`: sin half, then cos half
@@ -178,7 +180,7 @@ class UNet(nn.Module):
     def attn(h, name):
       return attn_block(self.norm_groups, name=name, **kw)(h)
 
-    h = nn.Conv(self.ch, (3, 3), name="conv_in", **kw)(x)
+    h = conv2d.Conv(self.ch, (3, 3), name="conv_in", **kw)(x)  # few input channels: im2col
     skips = [h]
     levels = len(self.ch_mult)
     for i, mult in enumerate(self.ch_mult):
@@ -203,7 +205,7 @@ class UNet(nn.Module):
         h = nn.Conv(h.shape[-1], (3, 3), name=f"up_{i}_upsample", **kw)(h)
     assert not skips
     h = nn.swish(_norm(h.shape[-1], self.norm_groups, "norm_out", kw)(h))
-    h = nn.Conv(channels, (3, 3), kernel_init=_zero, name="conv_out", **kw)(h)
+    h = conv2d.Conv(channels, (3, 3), kernel_init=_zero, name="conv_out", **kw)(h)  # few outputs: tap responses
     return h[:, top : top + height, left : left + width, :]
 
 
