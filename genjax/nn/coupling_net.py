@@ -21,7 +21,7 @@ XLA form.
 The kernel's results equal the XLA form's to float rounding (`tests/test_coupling_net.py`)
 and do not depend on the number of threads.
 
-`GENJAX_NO_FUSED_KERNELS=1` (read at import) keeps the XLA form everywhere.
+`GENJAX_NO_FUSED_KERNELS=1` (read once, at first use) keeps the XLA form everywhere.
 
 On a mesh of several CPU devices the results stay right, but XLA's partitioner, which
 knows nothing of a custom call, gathers the kernels' operands onto every device, and each
