@@ -203,13 +203,18 @@ class GANFamily(Family):
 
   # ------------------------------------------------------------------ the two players' objectives
 
+  @staticmethod
+  def _d_keys(key):
+    """A discriminator update's key -> (its latents' key, its gradient penalty's key)."""
+    return jax.random.split(key)
+
   def discriminator_loss(self, d_params, g_params, model_state, batch, key, fake=None):
     """D's objective on one minibatch; G is held fixed. `(loss, (metrics, new D statistics))`.
 
     Real and fake halves go through D separately (as in DCGAN), both in training mode. The
-    fakes are `G(z)` for `z` from `key`'s first half (`d_latents`), or `fake` when given.
+    fakes are `G(z)` for `z` drawn with `key`'s latent half (`_d_keys`), or `fake` when given.
     """
-    k_z, k_gp = jax.random.split(key)
+    k_z, k_gp = self._d_keys(key)
     real, labels = self.to_model(batch), self._labels(batch)
     if fake is None:
       fake, _ = self.fake(g_params, model_state, self.noise(k_z, real.shape[0]), labels, train=True)
@@ -309,9 +314,7 @@ class GANFamily(Family):
     fake = None
     if self.cfg.reuse_fakes:
       labels = self._labels(batch)
-      z = self.noise(
-        jax.random.split(d_keys[0])[0], jax.tree.leaves(batch)[0].shape[0]
-      )  # as discriminator_loss draws
+      z = self.noise(self._d_keys(d_keys[0])[0], jax.tree.leaves(batch)[0].shape[0])  # D's own latents
       g_forward = lambda g: self.fake(g, {"generator": g_state}, z, labels, train=True)  # noqa: E731
       fake, g_vjp, g_stats = jax.vjp(g_forward, g_params, has_aux=True)
     for minibatch, k in zip(split_minibatches(batch, self.d_steps), d_keys, strict=True):

@@ -99,6 +99,16 @@ def conv_taps(x, kernel, pads) -> jax.Array:
   out = _out_size(x.shape, kernel.shape, (1, 1), pads)
   w = jnp.moveaxis(kernel, 2, 0).reshape(cin, kh * kw * cout)
   pieces = split_taps(jnp.dot(x.reshape(-1, cin), w).reshape(*x.shape[:3], kh * kw, cout), axis=3)
+  return sum_tap_responses(pieces, (kh, kw), pads, out)
+
+
+def sum_tap_responses(
+  pieces: Sequence[jax.Array], kernel_size: Sequence[int], pads, out: Sequence[int]
+) -> jax.Array:
+  """A stride-1 convolution's output from its taps' responses: `pieces[i * K_w + j] [B, H, W, C]`
+  (every input pixel times tap (i, j)'s kernel slice), each shifted to the output pixels it
+  reaches and summed -> `[B, *out, C]`."""
+  kh, kw = kernel_size
   y = None
   for i in range(kh):
     for j in range(kw):

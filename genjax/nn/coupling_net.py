@@ -147,7 +147,7 @@ for _prim, _abstract, _lower, _multiple in (
   (pixel_net_bwd_p, _abstract_bwd, _bwd_any, True),
 ):
   _prim.def_abstract_eval(_abstract)
-  _prim.def_impl(jax.jit(functools.partial(_prim.bind)))
+  _prim.def_impl(jax.jit(_prim.bind))
   mlir.register_lowering(_prim, mlir.lower_fun(_lower, multiple_results=_multiple))
 
 
@@ -226,15 +226,11 @@ def _sum_tap_responses(t: jax.Array, shape) -> jax.Array:
   b, h, w = shape
   c = t.shape[0] // 9
   pieces = conv2d.split_taps(t.reshape(9, c * b, h, w, 1), axis=0)
-  y = None
-  for i in range(3):
-    for j in range(3):
-      s = conv2d._shifted(pieces[3 * i + j], (i - 1, j - 1), (1, 1), (h, w))
-      y = s if y is None else y + s
+  y = conv2d.sum_tap_responses(pieces, (3, 3), ((1, 1), (1, 1)), (h, w))
   return jnp.moveaxis(y.reshape(c, b, h, w), 0, 3)
 
 
-def fusable(x: jax.Array, features: int, out: int) -> bool:
+def fusable(x: jax.Array, out: int) -> bool:
   """Whether `conv_net` takes the fused kernel for these shapes (float32, narrow in and out)."""
   return (
     kernel_status() == "loaded"

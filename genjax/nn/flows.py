@@ -111,7 +111,7 @@ class ResNetST(nn.Module):
     return (
       jnp.dtype(self.param_dtype) == f32
       and (self.dtype is None or jnp.dtype(self.dtype) == f32)
-      and coupling_net.fusable(x, self.features, self.out)
+      and coupling_net.fusable(x, self.out)
     )
 
 
