@@ -10,7 +10,7 @@ CONFIG  ?= configs/vae.py
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py constraints.txt genjax/native/retain_alloc.c genjax/native/coupling_net.cc
+$(VENV)/.installed: pyproject.toml setup.py constraints.txt $(wildcard genjax/native/*)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt --build-constraint constraints.txt -e '.[test]'

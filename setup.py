@@ -5,8 +5,9 @@ environment) the install goes on without them and genjax runs its portable path.
 
 * `genjax._retain_alloc` (genjax/native/retain_alloc.c): the retaining allocator for large
   blocks that `genjax.hugepages` preloads in the launch scripts.
-* `genjax._coupling_net` (genjax/native/coupling_net.cc): the fused CPU kernel of RealNVP's
-  coupling nets, an XLA FFI custom call (`genjax.nn.coupling_net`). It is compiled against
+* `genjax._kernels` (genjax/native/*.cc): genjax's CPU kernels, XLA FFI custom calls
+  (`genjax.nn.native`): RealNVP's fused coupling nets (`genjax.nn.coupling_net`) and the
+  weight gradient of narrow convolutions (`genjax.nn.wgrad`). It is compiled against
   the XLA FFI headers of the jaxlib in the build environment (pyproject.toml's build
   requirements; `make setup` pins it to constraints.txt), records that jaxlib's version,
   and is used only when the running jaxlib is the same. x86-64 with AVX2 and FMA only.
@@ -37,9 +38,10 @@ include, version = _jaxlib()
 if include is not None and platform.machine().lower() in ("x86_64", "amd64") and os.name == "posix":
   extensions.append(
     Extension(
-      "genjax._coupling_net",
-      ["genjax/native/coupling_net.cc"],
-      include_dirs=[include],
+      "genjax._kernels",
+      ["genjax/native/coupling_net.cc", "genjax/native/conv_wgrad.cc", "genjax/native/version.cc"],
+      include_dirs=[include, "genjax/native"],
+      depends=["genjax/native/common.h"],
       language="c++",
       optional=True,
       define_macros=[("GENJAX_JAXLIB_VERSION", f'"{version}"')],

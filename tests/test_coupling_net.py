@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genjax.nn import conv2d, coupling_net, flows
+from genjax.nn import conv2d, coupling_net, flows, native
 
 
 def _expected_status() -> bool:
@@ -24,7 +24,7 @@ def _expected_status() -> bool:
   cxx = (sysconfig.get_config_var("CXX") or "c++").split()[0]
   return (
     platform.machine() == "x86_64"
-    and coupling_net._cpu_has_avx2_fma()
+    and native.cpu_has_avx2_fma()
     and shutil.which(cxx) is not None
     and os.environ.get("GENJAX_NO_FUSED_KERNELS", "") in ("", "0")
   )
@@ -182,4 +182,4 @@ def test_resnet_st_without_blocks_uses_it_with_the_same_parameters(monkeypatch, 
 
 def test_switched_off_by_the_environment(monkeypatch):
   monkeypatch.setenv("GENJAX_NO_FUSED_KERNELS", "1")
-  assert coupling_net.kernel_status.__wrapped__() == "off (GENJAX_NO_FUSED_KERNELS)"
+  assert native.status.__wrapped__() == "off (GENJAX_NO_FUSED_KERNELS)"

@@ -11,7 +11,8 @@ What it does:
    matmul (`dot_general`), inside nested jaxprs too (a `lax.scan` body counts
    `length` times per step), with shapes, dtypes and dimension numbers, and genjax's
    fused CPU kernels (`genjax.nn.coupling_net`: a coupling net's forward, `fwd`, and its
-   whole backward pass, `bwd`), whose FLOPs XLA's cost analysis does not see.
+   whole backward pass, `bwd`) and its weight-gradient kernel (`genjax.nn.wgrad`, listed
+   as its layer's `wgrad`), whose FLOPs XLA's cost analysis does not see.
 2. Classifies each convolution by its dimension numbers (genjax's layers are NHWC
    activations and HWIO kernels): `fwd` (the layer's own convolution), `dgrad` (the
    input gradient: the kernel's I and O axes swapped) and `wgrad` (the weight
@@ -137,6 +138,7 @@ class Op:
   ms: float | None = None  # median time of one execution
   xla_flops: float | None = None  # XLA's cost analysis of the op compiled alone
   ins: tuple = ()  # a fused kernel's inputs, (shape, dtype) each
+  native: bool = False  # one of genjax's CPU kernels (a custom call: XLA's cost analysis sees no FLOPs)
 
   @property
   def gflop_s(self) -> float | None:
@@ -232,7 +234,7 @@ def collect_ops(closed_jaxpr) -> list[Op]:
   """The distinct convolutions and matmuls of a (closed) jaxpr, nested jaxprs included, with counts."""
   from jax.extend import core as jcore
 
-  from genjax.nn import coupling_net
+  from genjax.nn import coupling_net, wgrad
 
   ops: dict[tuple, Op] = {}
 
@@ -259,8 +261,25 @@ def collect_ops(closed_jaxpr) -> list[Op]:
         if key not in ops:
           role = "bwd" if name.endswith("_bwd") else "fwd"
           ops[key] = Op(
-            "fused", role, eqn.primitive, dict(eqn.params), ins[0], ins[1], _aval(eqn.outvars[0]), fused, ins=ins
+            "fused", role, eqn.primitive, dict(eqn.params), ins[0], ins[1], _aval(eqn.outvars[0]), fused, ins=ins,
+            native=True,
           )
+        ops[key].count += mult
+        ops[key].in_loop |= in_loop
+      elif (flops := wgrad.flops(name, [_aval(v)[0] for v in eqn.invars], eqn.params)) is not None:
+        # The weight gradient of a convolution or a dense layer over pixels as genjax's kernel:
+        # grouped with its layer's forward and input gradient (a 1x1 one is a dense layer's dot).
+        lhs, rhs, out = _aval(eqn.invars[0]), _aval(eqn.invars[1]), _aval(eqn.outvars[0])
+        key = (name, lhs, rhs, _hashable(eqn.params))
+        if key not in ops:
+          p = eqn.params
+          kind = "dot" if wgrad._pointwise(p["kernel_shape"], p["strides"], p["pads"]) else "conv"
+          if kind == "dot":  # as the dense layer's `[N, K]^T [N, M]`
+            lhs = ((math.prod(lhs[0][:-1]), lhs[0][-1]), lhs[1])
+            rhs = ((math.prod(rhs[0][:-1]), rhs[0][-1]), rhs[1])
+            out = (out[0][2:], out[1])
+          ins = (_aval(eqn.invars[0]), _aval(eqn.invars[1]))
+          ops[key] = Op(kind, "wgrad", eqn.primitive, dict(p), lhs, rhs, out, flops, ins=ins, native=True)
         ops[key].count += mult
         ops[key].in_loop |= in_loop
       sub_mult, sub_loop = mult, in_loop
@@ -442,7 +461,9 @@ def report_for_function(
         "gflop_s": op.gflop_s,
         "fraction_of_roofline": None if op.gflop_s is None else op.gflop_s / peak,
       }
-      if op.kind == "conv":
+      if op.native:
+        entry["kernel"] = op.primitive.name  # genjax's CPU kernel
+      elif op.kind == "conv":
         p = op.params
         entry.update(
           window_strides=list(p["window_strides"]),
@@ -459,7 +480,7 @@ def report_for_function(
   mismatches = [
     op.describe() + f" {op.role}: {op.flops} vs XLA {op.xla_flops:.0f}"
     for op in ops
-    if op.xla_flops is not None and op.xla_flops >= 0 and not _rewritten_by_xla(op) and op.kind != "fused"
+    if op.xla_flops is not None and op.xla_flops >= 0 and not _rewritten_by_xla(op) and not op.native
     if abs(op.xla_flops - op.flops) > 1e-6 * max(op.flops, 1)
   ]
   return {
@@ -611,7 +632,7 @@ def format_report(r: dict) -> str:
       else:
         pct = 100 * e["gflop_s"] / peak
         mark = "*" if pct < 100 * SLOW_FRACTION and row["kind"] == "conv" else " "
-        loop = "L" if e["in_loop"] else " "
+        loop = "L" if e["in_loop"] else ("K" if e.get("kernel") else " ")
         line += f" | {e['ms']:>9.2f}{loop}{e['gflop_s']:>7.1f}{pct:>4.0f}{mark}"
       counts.append(str(e["count"]) if e else "0")
     others = [k for k in roles if k not in ROLES]
@@ -619,7 +640,10 @@ def format_report(r: dict) -> str:
     if others:
       line += "  (" + ", ".join(_other_role(k, roles[k]) for k in others) + ")"
     lines.append(line)
-  lines.append("* below 30% of the reference roofline; L: the op sits in a loop body in the step")
+  lines.append(
+    "* below 30% of the reference roofline; L: the op sits in a loop body in the step; "
+    "K: genjax's CPU kernel (genjax.nn.wgrad)"
+  )
   if r["flop_count_mismatches"]:
     lines.append("FLOP counts differing from XLA's: " + "; ".join(r["flop_count_mismatches"]))
   return "\n".join(lines)

@@ -111,7 +111,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
     from genjax.benchmarks.op_report import collect_ops
 
     ops = collect_ops(jax.make_jaxpr(step_fn)(state, batch))
-    fused_gflop = sum(op.flops * op.count for op in ops if op.kind == "fused") / 1e9
+    fused_gflop = sum(op.flops * op.count for op in ops if op.native) / 1e9
     if step_gflop is not None:
       step_gflop += fused_gflop
   return {

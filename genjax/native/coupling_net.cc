@@ -17,14 +17,11 @@
 //   genjax_coupling_net_bwd(P, W1, b1, W2, dT) -> (dP, dW1, db1, dW2)
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <cstring>
 #include <memory>
-#include <mutex>
 #include <vector>
 
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -35,18 +32,12 @@ using Ret2 = ffi::ResultBuffer<ffi::F32, 2>;
 
 namespace {
 
-typedef float v8 __attribute__((vector_size(32)));
-
-inline v8 ld(const float* p) {
-  v8 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void st(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
-inline v8 bc(float x) { return v8{x, x, x, x, x, x, x, x}; }
-inline float hsum(v8 v) {
-  return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
-}
+using genjax::bc;
+using genjax::hsum;
+using genjax::ld;
+using genjax::ParallelChunks;
+using genjax::st;
+using genjax::v8;
 
 constexpr int kTile = 128;           // pixels per tile (16 vectors)
 constexpr int kChunk = 16 * kTile;   // pixels per weight-gradient partial sum
@@ -211,42 +202,6 @@ void BwdTile(const Dims& d, const float* p, const float* w1, const float* b1, co
   }
 }
 
-// Runs body(chunk, scratch) for chunk < num_chunks on the calling thread and the XLA
-// thread pool's. Chunks are taken dynamically; each chunk's result goes to its own slot,
-// so the outcome does not depend on the schedule. The calling thread works too and waits
-// only for helpers that took a chunk, so a busy pool cannot deadlock it.
-template <typename Body>
-void ParallelChunks(ffi::ThreadPool& pool, const Dims& d, int64_t num_chunks, Body body) {
-  struct State {
-    std::atomic<int64_t> next{0};
-    std::atomic<int> active{0};
-    std::mutex mu;
-    std::condition_variable cv;
-  };
-  auto state = std::make_shared<State>();
-  auto work = [state, num_chunks, &d, &body]() {
-    std::unique_ptr<Scratch> s;  // made only once there is a chunk: a late helper touches nothing
-    for (int64_t c; (c = state->next.fetch_add(1)) < num_chunks;) {
-      if (!s) s = std::make_unique<Scratch>(d);
-      body(c, *s);
-    }
-  };
-  int64_t helpers = std::min<int64_t>(pool.num_threads(), num_chunks - 1);
-  for (int64_t i = 0; i < helpers; ++i) {
-    pool.Schedule([state, work]() {
-      state->active.fetch_add(1);
-      work();
-      if (state->active.fetch_sub(1) == 1) {
-        std::lock_guard<std::mutex> lock(state->mu);
-        state->cv.notify_all();
-      }
-    });
-  }
-  work();
-  std::unique_lock<std::mutex> lock(state->mu);
-  state->cv.wait(lock, [&] { return state->active.load() == 0; });
-}
-
 Dims CheckDims(ffi::Buffer<ffi::F32, 2>& p, ffi::Buffer<ffi::F32, 2>& w1, ffi::Buffer<ffi::F32, 1>& b1,
                ffi::Buffer<ffi::F32, 2>& w2, bool* ok) {
   Dims d;
@@ -274,7 +229,7 @@ ffi::Error Fwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> p, ffi::Buffer<ffi
   const float *pp = p.typed_data(), *pw1 = w1.typed_data(), *pb1 = b1.typed_data(), *pw2 = w2.typed_data();
   float* pt = t->typed_data();
   int64_t tiles = (d.n + kTile - 1) / kTile;
-  ParallelChunks(pool, d, (d.n + kChunk - 1) / kChunk, [&](int64_t c, Scratch& s) {
+  ParallelChunks(pool, (d.n + kChunk - 1) / kChunk, [&d] { return std::make_unique<Scratch>(d); }, [&](int64_t c, Scratch& s) {
     int64_t end = std::min<int64_t>(tiles, (c + 1) * (kChunk / kTile));
     for (int64_t i = c * (kChunk / kTile); i < end; ++i) FwdTile(d, pp, pw1, pb1, pw2, pt, i * kTile, s);
   });
@@ -298,7 +253,7 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> p, ffi::Buffer<ffi
   // Per chunk: the weight gradients' sums, [K F | F | F O] floats.
   const size_t per = size_t(d.k) * d.f + d.f + size_t(d.f) * d.o;
   std::vector<float> sums(per * chunks);
-  ParallelChunks(pool, d, chunks, [&](int64_t c, Scratch& s) {
+  ParallelChunks(pool, chunks, [&d] { return std::make_unique<Scratch>(d); }, [&](int64_t c, Scratch& s) {
     std::vector<v8> part(per, bc(0.f));
     v8 *sw1 = part.data(), *sb1 = sw1 + size_t(d.k) * d.f, *sw2 = sb1 + d.f;
     int64_t end = std::min<int64_t>(tiles, (c + 1) * (kChunk / kTile));
@@ -318,13 +273,6 @@ ffi::Error Bwd(ffi::ThreadPool pool, ffi::Buffer<ffi::F32, 2> p, ffi::Buffer<ffi
 }
 
 }  // namespace
-
-#ifndef GENJAX_JAXLIB_VERSION
-#define GENJAX_JAXLIB_VERSION "unknown"
-#endif
-
-// The jaxlib whose XLA FFI headers this was compiled against (genjax loads it only under that one).
-extern "C" const char* GenjaxCouplingNetJaxlibVersion() { return GENJAX_JAXLIB_VERSION; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GenjaxCouplingNetFwd, Fwd,
                               ffi::Ffi::Bind()

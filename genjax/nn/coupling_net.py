@@ -21,7 +21,8 @@ XLA form.
 The kernel's results equal the XLA form's to float rounding (`tests/test_coupling_net.py`)
 and do not depend on the number of threads.
 
-`GENJAX_NO_FUSED_KERNELS=1` (read once, at first use) keeps the XLA form everywhere.
+`GENJAX_NO_FUSED_KERNELS=1` (read once, at first use; `genjax.nn.native`) keeps the XLA form
+everywhere.
 
 On a mesh of several CPU devices the results stay right, but XLA's partitioner, which
 knows nothing of a custom call, gathers the kernels' operands onto every device, and each
@@ -32,60 +33,21 @@ to lower inside these primitives in this jax, 0.10.2, and were left out).
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import importlib.machinery
-import os
-
 import jax
 import jax.numpy as jnp
-import jaxlib.version
 from jax import lax
 from jax.extend.core import Primitive
 from jax.interpreters import ad, batching, mlir
 
-from genjax.nn import conv2d
+from genjax.nn import conv2d, native
 
 _FWD_TARGET = "genjax_coupling_net_fwd"
 _BWD_TARGET = "genjax_coupling_net_bwd"
 
 
-def _library_path() -> str | None:
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-    path = os.path.join(here, "_coupling_net" + suffix)
-    if os.path.exists(path):
-      return path
-  return None
-
-
-def _cpu_has_avx2_fma() -> bool:
-  try:
-    with open("/proc/cpuinfo") as f:
-      flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-  except OSError:
-    return False
-  return "avx2" in flags and "fma" in flags
-
-
-@functools.cache
 def kernel_status() -> str:
-  """'loaded', or why the fused kernel is not used (the XLA form runs instead)."""
-  if os.environ.get("GENJAX_NO_FUSED_KERNELS", "") not in ("", "0"):
-    return "off (GENJAX_NO_FUSED_KERNELS)"
-  path = _library_path()
-  if path is None:
-    return "not built (no C++ compiler or jaxlib headers at install time)"
-  if not _cpu_has_avx2_fma():
-    return "needs a CPU with AVX2 and FMA"
-  lib = ctypes.cdll.LoadLibrary(path)
-  lib.GenjaxCouplingNetJaxlibVersion.restype = ctypes.c_char_p
-  built = lib.GenjaxCouplingNetJaxlibVersion().decode()
-  if built != jaxlib.version.__version__:
-    return f"built against jaxlib {built}, running {jaxlib.version.__version__} (reinstall genjax to rebuild it)"
-  jax.ffi.register_ffi_target(_FWD_TARGET, jax.ffi.pycapsule(lib.GenjaxCouplingNetFwd), platform="cpu")
-  jax.ffi.register_ffi_target(_BWD_TARGET, jax.ffi.pycapsule(lib.GenjaxCouplingNetBwd), platform="cpu")
-  return "loaded"
+  """'loaded', or why the fused kernel is not used (the XLA form runs instead): `native.status()`."""
+  return native.status()
 
 
 # --------------------------------------------------------------------------- the per-pixel net

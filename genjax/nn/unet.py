@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genjax.nn import conv2d
+from genjax.nn import conv2d, wgrad
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -98,13 +98,13 @@ class ResBlock(nn.Module):
   def __call__(self, x, temb, train: bool):
     kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     h = nn.swish(_norm(x.shape[-1], self.norm_groups, "norm_0", kw)(x))
-    h = nn.Conv(self.out_ch, (3, 3), name="conv_0", **kw)(h)
+    h = conv2d.Conv(self.out_ch, (3, 3), name="conv_0", **kw)(h)
     h = h + nn.Dense(self.out_ch, name="temb_proj", **kw)(nn.swish(temb))[:, None, None, :]
     h = nn.swish(_norm(self.out_ch, self.norm_groups, "norm_1", kw)(h))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = nn.Conv(self.out_ch, (3, 3), kernel_init=_zero, name="conv_1", **kw)(h)
+    h = conv2d.Conv(self.out_ch, (3, 3), kernel_init=_zero, name="conv_1", **kw)(h)
     if x.shape[-1] != self.out_ch:
-      x = nn.Conv(self.out_ch, (1, 1), name="skip", **kw)(x)
+      x = conv2d.Conv(self.out_ch, (1, 1), name="skip", **kw)(x)
     return x + h
 
 
@@ -122,11 +122,11 @@ class AttnBlock(nn.Module):
     kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     b, h, w, c = x.shape
     y = _norm(c, self.norm_groups, "norm", kw)(x)
-    q, k, v = (nn.Dense(c, name=n, **kw)(y).reshape(b, h * w, c) for n in ("q", "k", "v"))
+    q, k, v = (wgrad.Dense(c, name=n, **kw)(y).reshape(b, h * w, c) for n in ("q", "k", "v"))
     logits = jnp.einsum("bic,bjc->bij", q, k, preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(logits / math.sqrt(c), axis=-1).astype(v.dtype)
     y = jnp.einsum("bij,bjc->bic", weights, v).reshape(b, h, w, c)
-    return x + nn.Dense(c, kernel_init=_zero, name="proj_out", **kw)(y)
+    return x + wgrad.Dense(c, kernel_init=_zero, name="proj_out", **kw)(y)
 
 
 class UNet(nn.Module):
@@ -190,7 +190,7 @@ class UNet(nn.Module):
           h = attn(h, f"down_{i}_attn_{j}")
         skips.append(h)
       if i != levels - 1:
-        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), name=f"down_{i}_downsample", **kw)(h)
+        h = conv2d.Conv(h.shape[-1], (3, 3), strides=(2, 2), name=f"down_{i}_downsample", **kw)(h)
         skips.append(h)
     h = res(h, h.shape[-1], "mid_res_0")
     h = attn(h, "mid_attn")
@@ -202,7 +202,7 @@ class UNet(nn.Module):
           h = attn(h, f"up_{i}_attn_{j}")
       if i != 0:
         h = upsample_nearest_2x(h)
-        h = nn.Conv(h.shape[-1], (3, 3), name=f"up_{i}_upsample", **kw)(h)
+        h = conv2d.Conv(h.shape[-1], (3, 3), name=f"up_{i}_upsample", **kw)(h)
     assert not skips
     h = nn.swish(_norm(h.shape[-1], self.norm_groups, "norm_out", kw)(h))
     h = conv2d.Conv(channels, (3, 3), kernel_init=_zero, name="conv_out", **kw)(h)  # few outputs: tap responses

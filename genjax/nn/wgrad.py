@@ -1,0 +1,270 @@
+"""Convolutions and dense layers over pixels whose weight gradient runs as a CPU kernel.
+
+A convolution's weight gradient sums, over every output pixel, the outer product of the
+input window it read and its output gradient. For the narrow layers of a generative
+model's train step (1x1 skip convolutions, attention projections over pixels, strided
+downsampling, 16-64 channels over 10^4-10^5 pixels), XLA:CPU runs this reduction at 10-30%
+of the machine's roofline, memory-bound on layouts it transposes first (`python -m
+benchmarks.op_report --config=configs/ddpm.py:peer`). `genjax/native/conv_wgrad.cc` reads
+both operands in place and accumulates register tiles over pixels held in the L1 cache.
+
+`conv(x, kernel, strides, pads)` and `dense(x, kernel)` are `lax.conv_general_dilated`
+(NHWC, HWIO) and `x @ kernel`: the forward pass and the input gradient are XLA's ops, as
+before; only the weight's tangent map differs, a primitive whose transpose (the weight
+gradient) lowers to the kernel on the CPU backend and to XLA's own weight gradient
+elsewhere. Forward mode, `vmap` and second derivatives use XLA's form. The kernel's sums
+run over fixed chunks of pixels added in order, so results do not depend on the number of
+threads, and they equal XLA's to float rounding (`tests/test_wgrad.py`).
+
+`use_kernel` picks the layers (float32, output channels a multiple of 8, and the shapes
+where the kernel measured faster than XLA's weight gradient: module constants below).
+`GENJAX_NO_FUSED_KERNELS=1` keeps XLA's form everywhere (`genjax.nn.native`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.custom_derivatives import SymbolicZero
+from jax.extend.core import Primitive
+from jax.interpreters import ad, batching, mlir
+
+from genjax.nn import native
+
+DN = ("NHWC", "HWIO", "NHWC")
+_TARGET = "genjax_conv_wgrad"
+# Dense layers over fewer rows than this keep XLA's weight gradient (one chunk: one thread).
+MIN_DENSE_ROWS = 1024
+# Windowed convolutions take the kernel up to these widths; 1x1 ones at any width. Measured
+# against XLA's weight gradient (Eigen convolutions) at the DDPM U-Net's and DCGAN's shapes
+# (`tests/test_wgrad.py` docstring): 1x1 1.2-2.9x faster, 3x3 from 32 channels 1.1-1.4x,
+# 4x4/2 from 1 channel 2.3x; 3x3 from 64 channels or more 0.4-1.0x, so XLA keeps those.
+MAX_WINDOWED_IN = 32
+MAX_WINDOWED_OUT = 64
+
+
+def _pointwise(kernel_shape, strides, pads) -> bool:
+  return tuple(kernel_shape[:2]) == (1, 1) and tuple(strides) == (1, 1) and all(p == (0, 0) for p in pads)
+
+
+def conv_reference(x, kernel, strides, pads):
+  """`lax.conv_general_dilated(x, kernel, strides, pads)` (NHWC, HWIO); a 1x1 one as a product."""
+  if _pointwise(kernel.shape, strides, pads):
+    c, o = kernel.shape[2:]
+    return jnp.dot(x.reshape(-1, c), kernel.reshape(c, o)).reshape(*x.shape[:3], o)
+  return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=DN)
+
+
+def wgrad_reference(x, ct, kernel_shape, strides, pads):
+  """The weight gradient of `conv_reference(x, kernel)` against the output cotangent `ct`, by XLA."""
+  if _pointwise(kernel_shape, strides, pads):
+    c, o = kernel_shape[2:]
+    flat = lax.dot_general(x.reshape(-1, c), ct.reshape(-1, o), (((0,), (0,)), ((), ())))
+    return flat.reshape(kernel_shape)
+  spec = jax.ShapeDtypeStruct(kernel_shape, ct.dtype)
+  return jax.linear_transpose(lambda k: conv_reference(x, k, strides, pads), spec)(ct)[0]
+
+
+def _ffi_wgrad(x, ct, kernel_shape, strides, pads):
+  kh, kw, c, o = kernel_shape
+  if _pointwise(kernel_shape, strides, pads):  # one long row of pixels: the longest runs
+    x, ct = x.reshape(1, 1, -1, c), ct.reshape(1, 1, -1, o)
+  elif any(p != (0, 0) for p in pads):
+    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)])
+  out = jax.ShapeDtypeStruct((kh, kw * c, o), jnp.float32)
+  dw = jax.ffi.ffi_call(_TARGET, out)(x, ct, sh=np.int64(strides[0]), sw=np.int64(strides[1]))
+  return dw.reshape(kernel_shape)
+
+
+# `weight_tangent_p(x, dW) = conv(x, dW)`, the convolution's tangent map in its weight
+# (linear in dW); its transpose is `wgrad_p(x, ct)`, which lowers to the kernel on CPU.
+weight_tangent_p = Primitive("genjax_conv_weight_tangent")
+wgrad_p = Primitive("genjax_conv_wgrad")
+
+
+def _tangent_abstract(x, dw, *, strides, pads):
+  return jax.core.ShapedArray(jax.eval_shape(lambda a, b: conv_reference(a, b, strides, pads), x, dw).shape, x.dtype)
+
+
+def _wgrad_abstract(x, ct, *, kernel_shape, strides, pads):
+  return jax.core.ShapedArray(kernel_shape, ct.dtype)
+
+
+def _wgrad_any(x, ct, *, kernel_shape, strides, pads):
+  return lax.platform_dependent(
+    x,
+    ct,
+    cpu=functools.partial(_ffi_wgrad, kernel_shape=kernel_shape, strides=strides, pads=pads),
+    default=functools.partial(wgrad_reference, kernel_shape=kernel_shape, strides=strides, pads=pads),
+  )
+
+
+def _tangent_lower(x, dw, *, strides, pads):
+  return conv_reference(x, dw, strides, pads)
+
+
+for _prim, _abstract, _lower in (
+  (weight_tangent_p, _tangent_abstract, _tangent_lower),
+  (wgrad_p, _wgrad_abstract, _wgrad_any),
+):
+  _prim.def_abstract_eval(_abstract)
+  _prim.def_impl(lambda *args, _prim=_prim, **params: jax.jit(functools.partial(_prim.bind, **params))(*args))
+  mlir.register_lowering(_prim, mlir.lower_fun(_lower, multiple_results=False))
+
+
+def _tangent_jvp(primals, tangents, *, strides, pads):
+  (x, dw), (tx, tdw) = primals, tangents
+  out = weight_tangent_p.bind(x, dw, strides=strides, pads=pads)
+  parts = []
+  if type(tdw) is not ad.Zero:
+    parts.append(weight_tangent_p.bind(x, tdw, strides=strides, pads=pads))
+  if type(tx) is not ad.Zero:
+    parts.append(conv_reference(tx, dw, strides, pads))
+  return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
+
+
+def _wgrad_jvp(primals, tangents, *, kernel_shape, strides, pads):
+  (x, ct), (tx, tct) = primals, tangents
+  out = wgrad_p.bind(x, ct, kernel_shape=kernel_shape, strides=strides, pads=pads)
+  parts = []
+  if type(tct) is not ad.Zero:
+    parts.append(wgrad_p.bind(x, tct, kernel_shape=kernel_shape, strides=strides, pads=pads))
+  if type(tx) is not ad.Zero:
+    parts.append(wgrad_reference(tx, ct, kernel_shape, strides, pads))
+  return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
+
+
+def _tangent_transpose(ct, x, dw, *, strides, pads):
+  if ad.is_undefined_primal(x):
+    raise NotImplementedError("genjax_conv_weight_tangent is linear in its weight only")
+  if type(ct) is ad.Zero:
+    return [None, None]
+  return [None, wgrad_p.bind(x, ct, kernel_shape=dw.aval.shape, strides=strides, pads=pads)]
+
+
+def _wgrad_transpose(cw, x, ct, *, kernel_shape, strides, pads):
+  if ad.is_undefined_primal(x):
+    raise NotImplementedError("genjax_conv_wgrad is linear in its output cotangent only")
+  if type(cw) is ad.Zero:
+    return [None, None]
+  return [None, weight_tangent_p.bind(x, cw, strides=strides, pads=pads)]
+
+
+ad.primitive_jvps[weight_tangent_p] = _tangent_jvp
+ad.primitive_jvps[wgrad_p] = _wgrad_jvp
+ad.primitive_transposes[weight_tangent_p] = _tangent_transpose
+ad.primitive_transposes[wgrad_p] = _wgrad_transpose
+
+
+def _batched(reference):
+  def rule(args, dims, **params):
+    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims, strict=True)]
+    axes = [None if d is None else 0 for d in dims]
+    return jax.vmap(functools.partial(reference, **params), in_axes=axes)(*args), 0
+
+  return rule
+
+
+def _tangent_reference(x, dw, *, strides, pads):
+  return conv_reference(x, dw, strides, pads)
+
+
+def _wgrad_reference_kw(x, ct, *, kernel_shape, strides, pads):
+  return wgrad_reference(x, ct, kernel_shape, strides, pads)
+
+
+batching.primitive_batchers[weight_tangent_p] = _batched(_tangent_reference)
+batching.primitive_batchers[wgrad_p] = _batched(_wgrad_reference_kw)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _conv(x, kernel, strides, pads):
+  return conv_reference(x, kernel, strides, pads)
+
+
+def _conv_jvp(strides, pads, primals, tangents):
+  (x, kernel), (tx, tk) = primals, tangents
+  y = conv_reference(x, kernel, strides, pads)
+  parts = []
+  if not isinstance(tx, SymbolicZero):
+    parts.append(conv_reference(tx, kernel, strides, pads))
+  if not isinstance(tk, SymbolicZero):
+    parts.append(weight_tangent_p.bind(x, tk, strides=strides, pads=pads))
+  return y, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(y)
+
+
+_conv.defjvp(_conv_jvp, symbolic_zeros=True)
+
+
+def flops(primitive_name: str, in_shapes, params) -> int | None:
+  """Multiply-adds x 2 of one weight-gradient kernel call, from its shapes; None for other primitives."""
+  if primitive_name != wgrad_p.name:
+    return None
+  kh, kw, c, o = params["kernel_shape"]
+  ct = in_shapes[1]
+  return 2 * math.prod(ct[:-1]) * kh * kw * c * o
+
+
+def use_kernel(x, kernel, strides=(1, 1), pads=((0, 0), (0, 0))) -> bool:
+  """Whether `conv` takes the kernel for these shapes (module docstring)."""
+  if native.status() != "loaded" or x.ndim != 4 or kernel.ndim != 4:
+    return False
+  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32 or kernel.shape[3] % 8:
+    return False
+  if any(p < 0 for pair in pads for p in pair) or any(s < 1 for s in strides):
+    return False
+  kh, kw, c, o = kernel.shape
+  return kh * kw == 1 or (c <= MAX_WINDOWED_IN and o <= MAX_WINDOWED_OUT)
+
+
+def _normalize(strides, pads):
+  return tuple(int(s) for s in strides), tuple((int(lo), int(hi)) for lo, hi in pads)
+
+
+def conv(x, kernel, strides=(1, 1), pads=((0, 0), (0, 0))):
+  """`lax.conv_general_dilated(x, kernel, strides, pads)`, NHWC x HWIO -> NHWC; the weight
+  gradient by the CPU kernel where `use_kernel` says so. `pads`: ((lo, hi), (lo, hi))."""
+  strides, pads = _normalize(strides, pads)
+  if not use_kernel(x, kernel, strides, pads):
+    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=DN)
+  return _conv(x, kernel, strides, pads)
+
+
+def dense(x, kernel):
+  """`x @ kernel`, `x [..., K]`, `kernel [K, M]` -> `[..., M]`, with the weight gradient by
+  the CPU kernel when there are at least `MIN_DENSE_ROWS` rows (pixels) and `use_kernel`."""
+  rows = math.prod(x.shape[:-1])
+  k, m = kernel.shape
+  if rows < MIN_DENSE_ROWS or not use_kernel(x.reshape(1, 1, rows, k), kernel[None, None]):
+    return jnp.dot(x, kernel)
+  y = _conv(x.reshape(1, 1, rows, k), kernel[None, None], (1, 1), ((0, 0), (0, 0)))
+  return y.reshape(*x.shape[:-1], m)
+
+
+class Dense(nn.Module):
+  """Drop-in for `flax.linen.Dense` over the last axis, computed by `dense`: `[..., K]` ->
+  `[..., features]`; params `kernel [K, features]` and `bias [features]`, created and
+  initialized as Flax creates them."""
+
+  features: int
+  use_bias: bool = True
+  kernel_init: nn.initializers.Initializer = nn.linear.default_kernel_init
+  bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+  dtype: Any = None  # the compute dtype (None: inferred from the inputs and parameters, as Flax does)
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype)
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    y = dense(x, kernel)
+    return y if bias is None else y + bias
