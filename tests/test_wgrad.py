@@ -24,7 +24,7 @@ needs_kernel = pytest.mark.skipif(native.status() != "loaded", reason="genjax's 
 
 # (x shape, kernel shape, strides, pads): 1x1, 3x3 'SAME', strided with uneven padding, a
 # 4x4/2 from one channel, output widths 8, 16, 24 and 40 (every column-block size), window
-# rows whose length is no multiple of the register tile, more pixels than one chunk (2048).
+# rows whose length is no multiple of the register tile, several chunks of pixels.
 CASES = [
   ((2, 9, 9, 24), (1, 1, 24, 40), (1, 1), ((0, 0), (0, 0))),
   ((3, 8, 8, 5), (3, 3, 5, 16), (1, 1), ((1, 1), (1, 1))),
@@ -82,7 +82,7 @@ def test_forward_mode_vmap_and_second_derivatives_equal_xla():
 @needs_kernel
 def test_dense_over_pixels_equals_xla_and_is_deterministic():
   kx, kk = jax.random.split(jax.random.key(3))
-  x = jax.random.normal(kx, (5, 30, 30, 24))  # 4500 rows: three chunks
+  x = jax.random.normal(kx, (5, 30, 30, 24))  # 4500 rows: 16 chunks
   w = jax.random.normal(kk, (24, 40)) / 5
   grad = jax.jit(jax.grad(lambda w: jnp.sum(jnp.tanh(wgrad.dense(x, w)))))
   want = jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w)))(w)
@@ -128,7 +128,9 @@ def test_unet_parameters_outputs_and_gradients_unchanged(monkeypatch):
   # Zero-initialized output layers would leave most weight gradients zero: randomize them all.
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(4), len(leaves))
-  params = jax.tree.unflatten(tree, [0.2 * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves, strict=True)])
+  params = jax.tree.unflatten(
+    tree, [0.2 * jax.random.normal(k, a.shape) for k, a in zip(keys, leaves, strict=True)]
+  )
   loss = lambda p: jnp.mean(net.apply(p, img, t) ** 2)  # noqa: E731
   step = jax.jit(jax.grad(loss))
   if native.status() == "loaded":

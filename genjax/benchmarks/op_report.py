@@ -261,7 +261,15 @@ def collect_ops(closed_jaxpr) -> list[Op]:
         if key not in ops:
           role = "bwd" if name.endswith("_bwd") else "fwd"
           ops[key] = Op(
-            "fused", role, eqn.primitive, dict(eqn.params), ins[0], ins[1], _aval(eqn.outvars[0]), fused, ins=ins,
+            "fused",
+            role,
+            eqn.primitive,
+            dict(eqn.params),
+            ins[0],
+            ins[1],
+            _aval(eqn.outvars[0]),
+            fused,
+            ins=ins,
             native=True,
           )
         ops[key].count += mult

@@ -17,8 +17,9 @@
 // window row i, and the products are accumulated in registers: 4-8 rows of dW times 8-24
 // of its columns (AVX2 vectors over O), over 32-256 pixels at a time held in the L1 cache.
 //
-// Pixels are split into fixed chunks; each chunk's sum goes to its own slot and the slots
-// are added in chunk order, so the result does not depend on the number of threads.
+// Pixels are split into chunks fixed by the shapes; each chunk's sum goes to its own slot
+// and the slots are added in chunk order, so the result does not depend on the number of
+// threads.
 
 #include <algorithm>
 #include <cstdint>
@@ -40,7 +41,7 @@ using genjax::ParallelChunks;
 using genjax::st;
 using genjax::v8;
 
-constexpr int64_t kChunk = 2048;  // pixels per partial sum
+constexpr int64_t kMaxChunk = 2048;  // pixels per partial sum, at most
 
 struct Dims {
   int64_t b, hp, wp, c, ho, wo, o, kh, kw, sh, sw;
@@ -52,6 +53,12 @@ struct Dims {
     int64_t n = 256;
     while (n > 32 && n * (sw * c + o) * 4 > 48 * 1024) n /= 2;
     return n;
+  }
+  // Pixels per partial sum: whole blocks, at least 16 chunks where there are enough pixels
+  // (so two threads' shares differ by at most one small chunk), at most kMaxChunk.
+  int64_t chunk() const {
+    int64_t n = block(), want = (pixels() + 15) / 16;
+    return std::min(kMaxChunk, std::max(n, (want + n - 1) / n * n));
   }
 };
 
@@ -145,13 +152,14 @@ ffi::Error WGrad(ffi::ThreadPool pool, Arg4 x, Arg4 g,
       d.kh < 1 || d.kw < 1 || (d.ho > 0 && (d.ho - 1) * sh + d.kh > d.hp) || (d.wo > 0 && (d.wo - 1) * sw + d.kw > d.wp))
     return ffi::Error::InvalidArgument("genjax_conv_wgrad: inconsistent shapes");
   const size_t per = size_t(d.kh) * d.k() * d.o;
-  const int64_t pixels = d.pixels(), chunks = std::max<int64_t>(1, (pixels + kChunk - 1) / kChunk);
+  const int64_t pixels = d.pixels(), chunk_px = d.chunk();
+  const int64_t chunks = std::max<int64_t>(1, (pixels + chunk_px - 1) / chunk_px);
   std::vector<float> sums(per * chunks, 0.f);
   const float *px = x.typed_data(), *pg = g.typed_data();
   ParallelChunks(pool, chunks, [] { return std::make_unique<std::vector<Run>>(); },
                  [&](int64_t chunk, std::vector<Run>& runs) {
-                   int64_t end = std::min(pixels, (chunk + 1) * kChunk);
-                   for (int64_t q = chunk * kChunk; q < end; q += d.block())
+                   int64_t end = std::min(pixels, (chunk + 1) * chunk_px);
+                   for (int64_t q = chunk * chunk_px; q < end; q += d.block())
                      Block(d, px, pg, q, std::min(end, q + d.block()), sums.data() + chunk * per, runs);
                  });
   float* out = dw->typed_data();

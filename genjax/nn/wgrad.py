@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import math
-
 from typing import Any
 
 import flax.linen as nn
@@ -91,7 +90,9 @@ wgrad_p = Primitive("genjax_conv_wgrad")
 
 
 def _tangent_abstract(x, dw, *, strides, pads):
-  return jax.core.ShapedArray(jax.eval_shape(lambda a, b: conv_reference(a, b, strides, pads), x, dw).shape, x.dtype)
+  return jax.core.ShapedArray(
+    jax.eval_shape(lambda a, b: conv_reference(a, b, strides, pads), x, dw).shape, x.dtype
+  )
 
 
 def _wgrad_abstract(x, ct, *, kernel_shape, strides, pads):
