@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,7 +238,9 @@ def test_an_uncaught_exception_ends_the_run_at_once(tmp_path):
   p, elapsed = _launch("--processes=2", "--", sys.executable, prog)
   assert p.returncode == 1, p.stdout + p.stderr
   assert "[rank 1] RuntimeError: boom on rank 1" in p.stderr
-  assert _launcher_lines(p.stderr)[0].startswith("genjax.launch: rank 1 exited with status 1")
+  # The launcher names the first rank to exit: rank 1, or (seen once in CI on 2 loaded cores) rank 0,
+  # whose all-reduce failed the moment rank 1's connection closed and which finished exiting first.
+  assert re.match(r"genjax\.launch: rank [01] exited with status 1", _launcher_lines(p.stderr)[0])
   assert "finished the all-reduce" not in p.stdout
   assert elapsed < 30, elapsed
 

@@ -120,3 +120,19 @@ def test_fused_coupling_kernels_are_listed_with_their_flops():
   assert row["roles"]["bwd"]["ms"] > 0 and r["jaxpr_fused"] == 2
   assert r["flop_count_mismatches"] == []
   assert "bwd:" in op_report.format_report(r)
+
+
+def test_attainable_rate_is_the_roofline_models_bound():
+  """A 1x1 conv 64x64x16 -> 64x64x16 (batch 2): 2*8192*16*16 FLOPs over (131072 + 256 + 131072)
+  floats moved, so at 10 GB/s its attainable rate is the memory roof times 0.25 FLOP/byte; a
+  wide matmul's is the compute roof."""
+  roof = dict(ROOF, stream_gb_s=10.0)
+  op = op_report.Op(
+    "conv", "fwd", None, {}, ((2, 64, 64, 16), "float32"), ((1, 1, 16, 16), "float32"),
+    ((2, 64, 64, 16), "float32"), 2 * 8192 * 16 * 16,
+  )  # fmt: skip
+  nbytes = 4 * (131072 + 256 + 131072)
+  assert op_report.op_bytes(op) == nbytes
+  assert abs(op_report.attainable_gflop_s(op.flops, nbytes, roof) - 10.0 * op.flops / nbytes) < 1e-9
+  assert op_report.attainable_gflop_s(2 * 2048**3, 3 * 4 * 2048**2, roof) == 100.0
+  assert op_report.attainable_gflop_s(op.flops, nbytes, ROOF) == 100.0  # no memory roof measured: the compute one

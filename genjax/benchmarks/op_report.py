@@ -28,7 +28,12 @@ What it does:
 4. Times each distinct op as its own jitted function (the same primitive with the
    same parameters, shapes and dtypes, on random inputs), median of repeated calls,
    and reports ms and GFLOP/s next to the machine's measured roofline (a large
-   matmul and a large well-shaped 3x3 convolution, measured in the same process).
+   matmul and a large well-shaped 3x3 convolution, measured in the same process), and
+   next to the op's attainable rate in the roofline model: the lower of that roof and
+   the memory bandwidth (a streaming `2 a` over 64 MiB, same process) times the op's
+   FLOPs per byte it must move (operands read once, output written once). An op far
+   below the compute roof but near its attainable rate is memory bound: only fusing it
+   with its neighbours, not a better kernel for it alone, would make it faster.
    Ops found inside a loop body (`scan`/`while`) are marked: XLA:CPU may lay them
    out differently there than on their own.
 5. Optionally times the whole compiled step, so the ops' summed time can be compared
@@ -345,7 +350,9 @@ def time_op(op: Op, min_time: float = 0.3, min_calls: int = 3, seed: int = 0) ->
 
 
 def measure_roofline(min_time: float = 0.5) -> dict:
-  """GFLOP/s of a 2048^3 float32 matmul and of a 3x3 convolution forward (32x32x128 -> 128, batch 32)."""
+  """GFLOP/s of a 2048^3 float32 matmul and of a 3x3 convolution forward (32x32x128 -> 128, batch 32),
+  and the memory roof: GB/s read plus written by `2 a` over 64 MiB of float32 (above the
+  last-level cache of the machines measured here)."""
   import jax
   import jax.numpy as jnp
   from jax import lax
@@ -361,13 +368,36 @@ def measure_roofline(min_time: float = 0.5) -> dict:
     lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   )
   t_conv = time_call(conv, (x, w), min_time=min_time)
+  big = jax.random.normal(key, (16, 1024, 1024), jnp.float32)
+  t_stream = time_call(jax.jit(lambda a: 2 * a), (big,), min_time=min_time)
   mm = 2 * n**3 / t_mm / 1e9
   cv = 2 * 32 * 32 * 32 * 128 * 128 * 9 / t_conv / 1e9
   return {
     "matmul_2048_gflop_s": mm,
     "conv3x3_32px_128ch_fwd_gflop_s": cv,
     "roofline_gflop_s": max(mm, cv),
+    "stream_gb_s": 2 * big.size * 4 / t_stream / 1e9,
   }
+
+
+def op_bytes(op: Op) -> int:
+  """Bytes an op must move at least: its operands read once and its output written once."""
+  shapes = [op.lhs, op.rhs, op.out] if not op.ins else [*op.ins, op.out]
+  return sum(math.prod(shape) * _itemsize(dtype) for shape, dtype in shapes)
+
+
+def _itemsize(dtype: str) -> int:
+  import numpy as np
+
+  return np.dtype(dtype).itemsize if dtype != "bfloat16" else 2
+
+
+def attainable_gflop_s(flops: int, nbytes: int, roofline: dict) -> float:
+  """The roofline model's bound for an op (Williams et al. 2009): the compute roof, or the memory
+  roof times the op's arithmetic intensity (FLOPs per byte moved), whichever is lower."""
+  peak = roofline["roofline_gflop_s"]
+  bw = roofline.get("stream_gb_s")
+  return peak if not bw else min(peak, bw * flops / max(nbytes, 1))
 
 
 # --------------------------------------------------------------------------- the report
@@ -468,7 +498,10 @@ def report_for_function(
         "ms": op.ms,
         "gflop_s": op.gflop_s,
         "fraction_of_roofline": None if op.gflop_s is None else op.gflop_s / peak,
+        "bytes": op_bytes(op),
+        "attainable_gflop_s": attainable_gflop_s(op.flops, op_bytes(op), roofline),
       }
+      entry["fraction_of_attainable"] = None if op.gflop_s is None else op.gflop_s / entry["attainable_gflop_s"]
       if op.native:
         entry["kernel"] = op.primitive.name  # genjax's CPU kernel
       elif op.kind == "conv":
@@ -482,7 +515,11 @@ def report_for_function(
         )
       row["roles"][role] = entry
       if op.kind == "conv" and op.gflop_s is not None and op.gflop_s < SLOW_FRACTION * peak:
-        slow.append(f"{layer.desc} {role}: {op.gflop_s:.1f} GFLOP/s ({100 * op.gflop_s / peak:.0f}%)")
+        slow.append(
+          f"{layer.desc} {role}: {op.gflop_s:.1f} GFLOP/s ({100 * op.gflop_s / peak:.0f}%; "
+          f"{100 * entry['fraction_of_attainable']:.0f}% of its attainable "
+          f"{entry['attainable_gflop_s']:.0f} GFLOP/s)"
+        )
     row["step_ms"] = layer.step_ms
     rows.append(row)
   mismatches = [
@@ -613,9 +650,11 @@ def _other_role(role: str, e: dict) -> str:
 def format_report(r: dict) -> str:
   """The report as a text table."""
   peak = r["roofline"]["roofline_gflop_s"]
+  stream = r["roofline"].get("stream_gb_s")
   lines = [
     f"roofline: matmul 2048^3 {r['roofline']['matmul_2048_gflop_s']:.1f} GFLOP/s, conv 3x3 32x32x128->128 "
     f"{r['roofline']['conv3x3_32px_128ch_fwd_gflop_s']:.1f} GFLOP/s; reference {peak:.1f} GFLOP/s"
+    + ("" if not stream else f"; memory {stream:.1f} GB/s")
   ]
   step = "" if r["step_seconds"] is None else f"step {1e3 * r['step_seconds']:.1f} ms; "
   lines.append(
@@ -625,7 +664,7 @@ def format_report(r: dict) -> str:
   )
   head = f"{'layer':<40}{'GFLOP':>8}"
   for role in ROLES:
-    head += f" | {role + ' ms':>10}{'GF/s':>7}{'%':>5}"
+    head += f" | {role + ' ms':>10}{'GF/s':>7}{'%':>5}{'%att':>5}"
   head += f" | {'n f/d/w':>8}{'ms/step':>9}"
   lines += [head, "-" * len(head)]
   for row in r["layers"]:
@@ -636,12 +675,14 @@ def format_report(r: dict) -> str:
     for role in ROLES:
       e = roles.get(role)
       if e is None or e["ms"] is None:
-        line += f" | {'-':>10}{'':>7}{'':>5}"
+        line += f" | {'-':>10}{'':>7}{'':>5}{'':>5}"
       else:
         pct = 100 * e["gflop_s"] / peak
         mark = "*" if pct < 100 * SLOW_FRACTION and row["kind"] == "conv" else " "
         loop = "L" if e["in_loop"] else ("K" if e.get("kernel") else " ")
-        line += f" | {e['ms']:>9.2f}{loop}{e['gflop_s']:>7.1f}{pct:>4.0f}{mark}"
+        att = e.get("fraction_of_attainable")
+        att_txt = f"{100 * att:>5.0f}" if att is not None else f"{'':>5}"
+        line += f" | {e['ms']:>9.2f}{loop}{e['gflop_s']:>7.1f}{pct:>4.0f}{mark}{att_txt}"
       counts.append(str(e["count"]) if e else "0")
     others = [k for k in roles if k not in ROLES]
     line += f" | {'/'.join(counts):>8}{row['step_ms']:>9.1f}"
@@ -649,8 +690,9 @@ def format_report(r: dict) -> str:
       line += "  (" + ", ".join(_other_role(k, roles[k]) for k in others) + ")"
     lines.append(line)
   lines.append(
-    "* below 30% of the reference roofline; L: the op sits in a loop body in the step; "
-    "K: genjax's CPU kernel (genjax.nn.wgrad)"
+    "%: of the reference (compute) roofline, * below 30%; %att: of the op's attainable rate, "
+    "min(compute roof, memory GB/s x FLOP per byte moved); L: the op sits in a loop body in the "
+    "step; K: genjax's CPU kernel (genjax.nn.wgrad)"
   )
   if r["flop_count_mismatches"]:
     lines.append("FLOP counts differing from XLA's: " + "; ".join(r["flop_count_mismatches"]))

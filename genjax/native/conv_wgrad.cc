@@ -162,10 +162,16 @@ ffi::Error WGrad(ffi::ThreadPool pool, Arg4 x, Arg4 g,
                    for (int64_t q = chunk * chunk_px; q < end; q += d.block())
                      Block(d, px, pg, q, std::min(end, q + d.block()), sums.data() + chunk * per, runs);
                  });
+  // dW = the chunks' sums added in chunk order, over slices of dW on the same threads.
   float* out = dw->typed_data();
-  std::copy(sums.begin(), sums.begin() + per, out);
-  for (int64_t c = 1; c < chunks; ++c)
-    for (size_t i = 0; i < per; ++i) out[i] += sums[c * per + i];
+  constexpr int64_t kSlice = 4096;
+  const int64_t slices = (int64_t(per) + kSlice - 1) / kSlice;
+  ParallelChunks(pool, slices, [] { return std::make_unique<int>(0); }, [&](int64_t slice, int&) {
+    const size_t lo = size_t(slice) * kSlice, hi = std::min(per, lo + kSlice);
+    std::copy(sums.begin() + lo, sums.begin() + hi, out + lo);
+    for (int64_t c = 1; c < chunks; ++c)
+      for (size_t i = lo; i < hi; ++i) out[i] += sums[c * per + i];
+  });
   return ffi::Error::Success();
 }
 
