@@ -7,7 +7,7 @@ environment) the install goes on without them and genjax runs its portable path.
   blocks that `genjax.hugepages` preloads in the launch scripts.
 * `genjax._kernels` (genjax/native/*.cc): genjax's CPU kernels, XLA FFI custom calls
   (`genjax.nn.native`): RealNVP's fused coupling nets (`genjax.nn.coupling_net`) and the
-  weight gradient of narrow convolutions (`genjax.nn.wgrad`). It is compiled against
+  weight gradient of narrow convolutions (`genjax.nn.conv_grads`). It is compiled against
   the XLA FFI headers of the jaxlib in the build environment (pyproject.toml's build
   requirements; `make setup` pins it to constraints.txt), records that jaxlib's version,
   and is used only when the running jaxlib is the same. x86-64 with AVX2 and FMA only.

@@ -11,7 +11,7 @@ What it does:
    matmul (`dot_general`), inside nested jaxprs too (a `lax.scan` body counts
    `length` times per step), with shapes, dtypes and dimension numbers, and genjax's
    fused CPU kernels (`genjax.nn.coupling_net`: a coupling net's forward, `fwd`, and its
-   whole backward pass, `bwd`) and its weight-gradient kernel (`genjax.nn.wgrad`, listed
+   whole backward pass, `bwd`) and its weight-gradient kernel (`genjax.nn.conv_grads`, listed
    as its layer's `wgrad`), whose FLOPs XLA's cost analysis does not see.
 2. Classifies each convolution by its dimension numbers (genjax's layers are NHWC
    activations and HWIO kernels): `fwd` (the layer's own convolution), `dgrad` (the
@@ -239,7 +239,7 @@ def collect_ops(closed_jaxpr) -> list[Op]:
   """The distinct convolutions and matmuls of a (closed) jaxpr, nested jaxprs included, with counts."""
   from jax.extend import core as jcore
 
-  from genjax.nn import coupling_net, wgrad
+  from genjax.nn import conv_grads, coupling_net
 
   ops: dict[tuple, Op] = {}
 
@@ -279,14 +279,14 @@ def collect_ops(closed_jaxpr) -> list[Op]:
           )
         ops[key].count += mult
         ops[key].in_loop |= in_loop
-      elif (flops := wgrad.flops(name, [_aval(v)[0] for v in eqn.invars], eqn.params)) is not None:
+      elif (flops := conv_grads.flops(name, [_aval(v)[0] for v in eqn.invars], eqn.params)) is not None:
         # The weight gradient of a convolution or a dense layer over pixels as genjax's kernel:
         # grouped with its layer's forward and input gradient (a 1x1 one is a dense layer's dot).
         lhs, rhs, out = _aval(eqn.invars[0]), _aval(eqn.invars[1]), _aval(eqn.outvars[0])
         key = (name, lhs, rhs, _hashable(eqn.params))
         if key not in ops:
           p = eqn.params
-          kind = "dot" if wgrad._pointwise(p["kernel_shape"], p["strides"], p["pads"]) else "conv"
+          kind = "dot" if conv_grads._pointwise(p["kernel_shape"], p["strides"], p["pads"]) else "conv"
           if kind == "dot":  # as the dense layer's `[N, K]^T [N, M]`
             lhs = ((math.prod(lhs[0][:-1]), lhs[0][-1]), lhs[1])
             rhs = ((math.prod(rhs[0][:-1]), rhs[0][-1]), rhs[1])
@@ -692,7 +692,7 @@ def format_report(r: dict) -> str:
   lines.append(
     "%: of the reference (compute) roofline, * below 30%; %att: of the op's attainable rate, "
     "min(compute roof, memory GB/s x FLOP per byte moved); L: the op sits in a loop body in the "
-    "step; K: genjax's CPU kernel (genjax.nn.wgrad)"
+    "step; K: genjax's CPU kernel (genjax.nn.conv_grads)"
   )
   if r["flop_count_mismatches"]:
     lines.append("FLOP counts differing from XLA's: " + "; ".join(r["flop_count_mismatches"]))

@@ -20,7 +20,8 @@ them into matrix products, which run well at any shape:
 
 The gradients are autodiff's transposes of these products: matmuls plus gathers of
 shifted slices. Other shapes keep XLA's convolution, whose weight gradient runs as a CPU
-kernel where `genjax.nn.wgrad` measured that faster (1x1 and narrow windowed ones).
+kernel and whose strided input gradient runs by phases where `genjax.nn.conv_grads`
+measured those faster.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 from flax.linen.linear import default_kernel_init
 from jax import lax
 
-from genjax.nn import wgrad
+from genjax.nn import conv_grads
 
 DN = ("NHWC", "HWIO", "NHWC")
 # Patch or tap-response width (values per pixel) up to which the matmul forms are used (measured).
@@ -148,7 +149,7 @@ def conv2d(
   if kh * kw * cout <= NARROW and strides == (1, 1) and kh * kw > 1:
     y = conv_taps(x, kernel, pads)
   else:
-    y = wgrad.conv(x, kernel, strides, pads)  # XLA's convolution (its weight gradient may be a kernel)
+    y = conv_grads.conv(x, kernel, strides, pads)  # XLA's convolution; its gradients as measured fastest
   return y if bias is None else y + bias
 
 

@@ -5,7 +5,7 @@ XLA FFI headers of the jaxlib in the build environment:
 
 * `coupling_net.cc`: RealNVP's coupling nets as one fused kernel (`genjax.nn.coupling_net`);
 * `conv_wgrad.cc`: the weight gradient of narrow convolutions and of dense layers over
-  pixels (`genjax.nn.wgrad`).
+  pixels (`genjax.nn.conv_grads`).
 
 `status()` says 'loaded', or why not: not built (no C++ compiler or jaxlib headers at
 install time), a CPU without AVX2 and FMA, a different jaxlib at run time than at build

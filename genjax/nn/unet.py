@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genjax.nn import conv2d, wgrad
+from genjax.nn import conv2d, conv_grads
 
 
 def timestep_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
@@ -122,11 +122,11 @@ class AttnBlock(nn.Module):
     kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
     b, h, w, c = x.shape
     y = _norm(c, self.norm_groups, "norm", kw)(x)
-    q, k, v = (wgrad.Dense(c, name=n, **kw)(y).reshape(b, h * w, c) for n in ("q", "k", "v"))
+    q, k, v = (conv_grads.Dense(c, name=n, **kw)(y).reshape(b, h * w, c) for n in ("q", "k", "v"))
     logits = jnp.einsum("bic,bjc->bij", q, k, preferred_element_type=jnp.float32)
     weights = jax.nn.softmax(logits / math.sqrt(c), axis=-1).astype(v.dtype)
     y = jnp.einsum("bij,bjc->bic", weights, v).reshape(b, h, w, c)
-    return x + wgrad.Dense(c, kernel_init=_zero, name="proj_out", **kw)(y)
+    return x + conv_grads.Dense(c, kernel_init=_zero, name="proj_out", **kw)(y)
 
 
 class UNet(nn.Module):

@@ -1,30 +1,41 @@
-"""Convolutions and dense layers over pixels whose weight gradient runs as a CPU kernel.
-
-A convolution's weight gradient sums, over every output pixel, the outer product of the
-input window it read and its output gradient. For the narrow layers of a generative
-model's train step (1x1 skip convolutions, attention projections over pixels, strided
-downsampling, 16-64 channels over 10^4-10^5 pixels), XLA:CPU runs this reduction at 10-30%
-of the machine's roofline, memory-bound on layouts it transposes first (`python -m
-benchmarks.op_report --config=configs/ddpm.py:peer`). `genjax/native/conv_wgrad.cc` reads
-both operands in place and accumulates register tiles over pixels held in the L1 cache.
+"""A convolution's two gradients in the forms that run fastest on XLA:CPU, by measurement.
 
 `conv(x, kernel, strides, pads)` and `dense(x, kernel)` are `lax.conv_general_dilated`
-(NHWC, HWIO) and `x @ kernel`: the forward pass and the input gradient are XLA's ops, as
-before; only the weight's tangent map differs, a primitive whose transpose (the weight
-gradient) lowers to the kernel on the CPU backend and to XLA's own weight gradient
-elsewhere. Forward mode, `vmap` and second derivatives use XLA's form. The kernel's sums
-run over fixed chunks of pixels added in order, so results do not depend on the number of
-threads, and they equal XLA's to float rounding (`tests/test_wgrad.py`).
+(NHWC, HWIO) and `x @ kernel` with XLA's forward pass; only their derivatives differ, and
+only on the CPU backend:
 
-`use_kernel` picks the layers (float32, output channels a multiple of 8, and the shapes
-where the kernel measured faster than XLA's weight gradient: module constants below).
-`GENJAX_NO_FUSED_KERNELS=1` keeps XLA's form everywhere (`genjax.nn.native`).
+* **Weight gradient by a CPU kernel.** It sums, over every output pixel, the outer product
+  of the input window it read and its output gradient. For narrow layers (1x1 skip
+  convolutions, attention projections over pixels, strided downsampling, 16-64 channels
+  over 10^4-10^5 pixels) XLA:CPU runs this reduction at 10-30% of the machine's roofline,
+  memory-bound on layouts it transposes first (`python -m benchmarks.op_report
+  --config=configs/ddpm.py:peer`). `genjax/native/conv_wgrad.cc` reads both operands in
+  place and accumulates register tiles over pixels held in the L1 cache; its sums run over
+  chunks of pixels fixed by the shapes and added in order, so results do not depend on the
+  number of threads. `use_kernel` picks the layers: float32, output channels a multiple of
+  8, and the shapes where it measured faster than XLA's (module constants below).
+* **Input gradient of a strided convolution by phases.** It is a transposed convolution
+  of the output gradient, which XLA runs as a base-dilated convolution (zeros between the
+  pixels) at 25-60% of the roofline. Split by the input pixel's phase modulo the stride,
+  it is `prod(strides)` stride-1 convolutions with the sub-kernels that meet real pixels,
+  interleaved (`genjax.nn.conv_transpose`'s phase form, applied to the flipped kernel):
+  1.4-2.4x faster at the DCGAN discriminator's and the U-Net's downsampling layers.
+  `use_phases` picks them: strides above 1 and at least `conv_transpose.PHASE_MIN_FEATURES`
+  input channels (the phases' outputs; narrower ones ran slower).
+
+Each changed derivative is a primitive: the convolution's tangent map in the weight (or in
+the input), whose transpose is the kernel (or the phases) on CPU and XLA's own gradient on
+other backends. Forward mode, `vmap` and second derivatives use XLA's form. Results equal
+XLA's to float rounding (`tests/test_conv_grads.py`). `GENJAX_NO_FUSED_KERNELS=1` keeps
+XLA's weight gradient everywhere (`genjax.nn.native`); `GENJAX_NO_PHASE_DGRAD=1` (read at
+trace time) XLA's input gradient.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -44,7 +55,7 @@ _TARGET = "genjax_conv_wgrad"
 MIN_DENSE_ROWS = 1024
 # Windowed convolutions take the kernel up to these widths; 1x1 ones at any width. Measured
 # against XLA's weight gradient (Eigen convolutions) at the DDPM U-Net's and DCGAN's shapes
-# (`tests/test_wgrad.py` docstring): 1x1 1.2-2.9x faster, 3x3 from 32 channels 1.1-1.4x,
+# (`tests/test_conv_grads.py` docstring): 1x1 1.2-2.9x faster, 3x3 from 32 channels 1.1-1.4x,
 # 4x4/2 from 1 channel 2.3x; 3x3 from 64 channels or more 0.4-1.0x, so XLA keeps those.
 MAX_WINDOWED_IN = 32
 MAX_WINDOWED_OUT = 64
@@ -186,19 +197,89 @@ batching.primitive_batchers[weight_tangent_p] = _batched(_tangent_reference)
 batching.primitive_batchers[wgrad_p] = _batched(_wgrad_reference_kw)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
-def _conv(x, kernel, strides, pads):
+def _input_vjp_pads(n, m, k, s, lo):
+  """(low, high) padding of the stride-dilated output gradient whose stride-1 convolution with the
+  flipped kernel is the input gradient of a length-`n` input (window `k`, stride `s`, low pad `lo`,
+  output length `m`)."""
+  return k - 1 - lo, n - 1 - (m - 1) * s + lo
+
+
+def dgrad_phases(ct, kernel, x_shape, strides, pads):
+  """The input gradient of `conv_reference(x, kernel, strides, pads)` against `ct`, by phases."""
+  from genjax.nn import conv_transpose  # here: conv_transpose imports conv2d, which imports this module
+
+  flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)
+  vjp_pads = tuple(
+    _input_vjp_pads(n, m, k, s, lo)
+    for n, m, k, s, (lo, _) in zip(x_shape[1:3], ct.shape[1:3], kernel.shape[:2], strides, pads, strict=True)
+  )
+  return conv_transpose._phase_form(ct, flipped, strides, vjp_pads)
+
+
+def dgrad_reference(ct, kernel, x_shape, strides, pads):
+  """The input gradient of `conv_reference(x, kernel, strides, pads)` against `ct`, by XLA."""
+  spec = jax.ShapeDtypeStruct(x_shape, ct.dtype)
+  return jax.linear_transpose(lambda x: conv_reference(x, kernel, strides, pads), spec)(ct)[0]
+
+
+# `input_tangent_p(dx, W) = conv(dx, W)`, the convolution's tangent map in its input (linear in
+# dx); its transpose is the input gradient by phases on CPU, XLA's elsewhere.
+input_tangent_p = Primitive("genjax_conv_input_tangent")
+
+
+def _input_tangent_abstract(dx, kernel, *, strides, pads):
+  return _tangent_abstract(dx, kernel, strides=strides, pads=pads)
+
+
+def _input_tangent_jvp(primals, tangents, *, strides, pads):
+  (dx, kernel), (tdx, tk) = primals, tangents
+  out = input_tangent_p.bind(dx, kernel, strides=strides, pads=pads)
+  parts = []
+  if type(tdx) is not ad.Zero:
+    parts.append(input_tangent_p.bind(tdx, kernel, strides=strides, pads=pads))
+  if type(tk) is not ad.Zero:
+    parts.append(conv_reference(dx, tk, strides, pads))
+  return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
+
+
+def _input_tangent_transpose(ct, dx, kernel, *, strides, pads):
+  if ad.is_undefined_primal(kernel):
+    raise NotImplementedError("genjax_conv_input_tangent is linear in its input only")
+  if type(ct) is ad.Zero:
+    return [None, None]
+  x_shape = dx.aval.shape
+  grad = lax.platform_dependent(
+    ct,
+    kernel,
+    cpu=lambda c, k: dgrad_phases(c, k, x_shape, strides, pads),
+    default=lambda c, k: dgrad_reference(c, k, x_shape, strides, pads),
+  )
+  return [grad, None]
+
+
+input_tangent_p.def_abstract_eval(_input_tangent_abstract)
+input_tangent_p.def_impl(lambda *args, **params: jax.jit(functools.partial(input_tangent_p.bind, **params))(*args))
+mlir.register_lowering(input_tangent_p, mlir.lower_fun(_tangent_lower, multiple_results=False))
+ad.primitive_jvps[input_tangent_p] = _input_tangent_jvp
+ad.primitive_transposes[input_tangent_p] = _input_tangent_transpose
+batching.primitive_batchers[input_tangent_p] = _batched(_tangent_reference)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _conv(x, kernel, strides, pads, kernel_wgrad, phase_dgrad):
   return conv_reference(x, kernel, strides, pads)
 
 
-def _conv_jvp(strides, pads, primals, tangents):
+def _conv_jvp(strides, pads, kernel_wgrad, phase_dgrad, primals, tangents):
   (x, kernel), (tx, tk) = primals, tangents
   y = conv_reference(x, kernel, strides, pads)
   parts = []
   if not isinstance(tx, SymbolicZero):
-    parts.append(conv_reference(tx, kernel, strides, pads))
+    tangent = input_tangent_p.bind if phase_dgrad else _tangent_reference
+    parts.append(tangent(tx, kernel, strides=strides, pads=pads))
   if not isinstance(tk, SymbolicZero):
-    parts.append(weight_tangent_p.bind(x, tk, strides=strides, pads=pads))
+    tangent = weight_tangent_p.bind if kernel_wgrad else _tangent_reference
+    parts.append(tangent(x, tk, strides=strides, pads=pads))
   return y, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(y)
 
 
@@ -230,13 +311,28 @@ def _normalize(strides, pads):
   return tuple(int(s) for s in strides), tuple((int(lo), int(hi)) for lo, hi in pads)
 
 
+def use_phases(x, kernel, strides=(1, 1), pads=((0, 0), (0, 0))) -> bool:
+  """Whether `conv` takes the phase form for its input gradient (module docstring)."""
+  from genjax.nn.conv_transpose import PHASE_MIN_FEATURES
+
+  if os.environ.get("GENJAX_NO_PHASE_DGRAD", "") not in ("", "0") or x.ndim != 4 or kernel.ndim != 4:
+    return False
+  if any(p < 0 for pair in pads for p in pair):
+    return False
+  if any(lo > k - 1 for (lo, _), k in zip(pads, kernel.shape[:2], strict=True)):
+    return False
+  return max(strides) > 1 and min(strides) >= 1 and kernel.shape[2] >= PHASE_MIN_FEATURES
+
+
 def conv(x, kernel, strides=(1, 1), pads=((0, 0), (0, 0))):
-  """`lax.conv_general_dilated(x, kernel, strides, pads)`, NHWC x HWIO -> NHWC; the weight
-  gradient by the CPU kernel where `use_kernel` says so. `pads`: ((lo, hi), (lo, hi))."""
+  """`lax.conv_general_dilated(x, kernel, strides, pads)`, NHWC x HWIO -> NHWC, `pads`
+  ((lo, hi), (lo, hi)); the weight gradient by the CPU kernel where `use_kernel` says so, the
+  input gradient by phases where `use_phases` does."""
   strides, pads = _normalize(strides, pads)
-  if not use_kernel(x, kernel, strides, pads):
+  kernel_wgrad, phase_dgrad = use_kernel(x, kernel, strides, pads), use_phases(x, kernel, strides, pads)
+  if not (kernel_wgrad or phase_dgrad):
     return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=DN)
-  return _conv(x, kernel, strides, pads)
+  return _conv(x, kernel, strides, pads, kernel_wgrad, phase_dgrad)
 
 
 def dense(x, kernel):
@@ -246,7 +342,7 @@ def dense(x, kernel):
   k, m = kernel.shape
   if rows < MIN_DENSE_ROWS or not use_kernel(x.reshape(1, 1, rows, k), kernel[None, None]):
     return jnp.dot(x, kernel)
-  y = _conv(x.reshape(1, 1, rows, k), kernel[None, None], (1, 1), ((0, 0), (0, 0)))
+  y = _conv(x.reshape(1, 1, rows, k), kernel[None, None], (1, 1), ((0, 0), (0, 0)), True, False)
   return y.reshape(*x.shape[:-1], m)
 
 
