@@ -136,3 +136,25 @@ def test_attainable_rate_is_the_roofline_models_bound():
   assert abs(op_report.attainable_gflop_s(op.flops, nbytes, roof) - 10.0 * op.flops / nbytes) < 1e-9
   assert op_report.attainable_gflop_s(2 * 2048**3, 3 * 4 * 2048**2, roof) == 100.0
   assert op_report.attainable_gflop_s(op.flops, nbytes, ROOF) == 100.0  # no memory roof measured: the compute one
+
+
+def test_phase_input_gradient_is_its_layers_dgrad():
+  """A strided conv through `conv_grads.conv` (input gradient by phases): one layer row with the
+  three roles, the phase dgrad counted with the FLOPs of XLA's input gradient."""
+  from genjax.nn import conv_grads
+
+  x, w = jnp.ones((2, 8, 8, 32)), jnp.ones((3, 3, 32, 8))
+  pads = ((0, 1), (0, 1))
+
+  def loss(w, x, conv):
+    return jnp.sum(jnp.tanh(conv(x, w, (2, 2), pads)))
+
+  xla = lambda x, w, s, p: lax.conv_general_dilated(x, w, s, p, dimension_numbers=("NHWC", "HWIO", "NHWC"))  # noqa: E731
+  both = jax.jit(jax.grad(lambda w, x: loss(w, x, conv_grads.conv) + loss(w, jnp.tanh(x), xla), argnums=(0, 1)))
+  r = op_report.report_for_function(both, (w, x), **FAST)
+  (row,) = [row for row in r["layers"] if row["layer"] == "conv 3x3/2 8x8x32->4x4x8"]
+  assert {"fwd", "dgrad", "dgrad'"} <= set(row["roles"])
+  phase = [e for e in row["roles"].values() if e.get("kernel") == "genjax_conv_dgrad"]
+  xla_dgrad = [e for k, e in row["roles"].items() if k.startswith("dgrad") and not e.get("kernel")]
+  assert len(phase) == 1 and len(xla_dgrad) == 1
+  assert phase[0]["flops"] == xla_dgrad[0]["flops"] == xla_dgrad[0]["xla_flops"]

@@ -12,7 +12,9 @@ What it does:
    `length` times per step), with shapes, dtypes and dimension numbers, and genjax's
    fused CPU kernels (`genjax.nn.coupling_net`: a coupling net's forward, `fwd`, and its
    whole backward pass, `bwd`) and its weight-gradient kernel (`genjax.nn.conv_grads`, listed
-   as its layer's `wgrad`), whose FLOPs XLA's cost analysis does not see.
+   as its layer's `wgrad`), whose FLOPs XLA's cost analysis does not see; a strided
+   convolution's input gradient by phases (`conv_grads`) is its layer's `dgrad`, timed as
+   the phase convolutions it lowers to.
 2. Classifies each convolution by its dimension numbers (genjax's layers are NHWC
    activations and HWIO kernels): `fwd` (the layer's own convolution), `dgrad` (the
    input gradient: the kernel's I and O axes swapped) and `wgrad` (the weight
@@ -144,6 +146,7 @@ class Op:
   xla_flops: float | None = None  # XLA's cost analysis of the op compiled alone
   ins: tuple = ()  # a fused kernel's inputs, (shape, dtype) each
   native: bool = False  # one of genjax's CPU kernels (a custom call: XLA's cost analysis sees no FLOPs)
+  phases: bool = False  # a strided convolution's input gradient by phase convolutions (conv_grads.dgrad_p)
 
   @property
   def gflop_s(self) -> float | None:
@@ -277,6 +280,26 @@ def collect_ops(closed_jaxpr) -> list[Op]:
             ins=ins,
             native=True,
           )
+        ops[key].count += mult
+        ops[key].in_loop |= in_loop
+      elif name == conv_grads.dgrad_p.name:
+        # A strided convolution's input gradient by phases (`genjax.nn.conv_grads`): its layer's
+        # `dgrad`, with the FLOPs of the input gradient XLA would run (the same multiply-adds).
+        ct, kernel = _aval(eqn.invars[0]), _aval(eqn.invars[1])
+        x = (tuple(eqn.params["x_shape"]), ct[1])
+        key = (name, ct, kernel, _hashable(eqn.params))
+        if key not in ops:
+          fwd = {
+            "dimension_numbers": ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2)),
+            "window_strides": eqn.params["strides"],
+            "padding": eqn.params["pads"],
+            "lhs_dilation": None,
+            "rhs_dilation": None,
+            "feature_group_count": 1,
+            "batch_group_count": 1,
+          }
+          flops = conv_flops(x[0], kernel[0], ct[0], fwd)
+          ops[key] = Op("conv", "dgrad", eqn.primitive, dict(eqn.params), ct, kernel, x, flops, phases=True)
         ops[key].count += mult
         ops[key].in_loop |= in_loop
       elif (flops := conv_grads.flops(name, [_aval(v)[0] for v in eqn.invars], eqn.params)) is not None:
@@ -502,8 +525,8 @@ def report_for_function(
         "attainable_gflop_s": attainable_gflop_s(op.flops, op_bytes(op), roofline),
       }
       entry["fraction_of_attainable"] = None if op.gflop_s is None else op.gflop_s / entry["attainable_gflop_s"]
-      if op.native:
-        entry["kernel"] = op.primitive.name  # genjax's CPU kernel
+      if op.native or op.phases:
+        entry["kernel"] = op.primitive.name  # genjax's CPU kernel, or the phase form
       elif op.kind == "conv":
         p = op.params
         entry.update(
@@ -679,7 +702,8 @@ def format_report(r: dict) -> str:
       else:
         pct = 100 * e["gflop_s"] / peak
         mark = "*" if pct < 100 * SLOW_FRACTION and row["kind"] == "conv" else " "
-        loop = "L" if e["in_loop"] else ("K" if e.get("kernel") else " ")
+        form = {"genjax_conv_dgrad": "P"}.get(e.get("kernel"), "K" if e.get("kernel") else " ")
+        loop = "L" if e["in_loop"] else form
         att = e.get("fraction_of_attainable")
         att_txt = f"{100 * att:>5.0f}" if att is not None else f"{'':>5}"
         line += f" | {e['ms']:>9.2f}{loop}{e['gflop_s']:>7.1f}{pct:>4.0f}{mark}{att_txt}"
@@ -692,7 +716,7 @@ def format_report(r: dict) -> str:
   lines.append(
     "%: of the reference (compute) roofline, * below 30%; %att: of the op's attainable rate, "
     "min(compute roof, memory GB/s x FLOP per byte moved); L: the op sits in a loop body in the "
-    "step; K: genjax's CPU kernel (genjax.nn.conv_grads)"
+    "step; K: genjax's CPU kernel, P: phase convolutions (genjax.nn.conv_grads)"
   )
   if r["flop_count_mismatches"]:
     lines.append("FLOP counts differing from XLA's: " + "; ".join(r["flop_count_mismatches"]))

@@ -247,15 +247,56 @@ def _input_tangent_transpose(ct, dx, kernel, *, strides, pads):
     raise NotImplementedError("genjax_conv_input_tangent is linear in its input only")
   if type(ct) is ad.Zero:
     return [None, None]
-  x_shape = dx.aval.shape
-  grad = lax.platform_dependent(
+  return [dgrad_p.bind(ct, kernel, x_shape=tuple(dx.aval.shape), strides=strides, pads=pads), None]
+
+
+# `dgrad_p(ct, W) -> dx`: the input gradient, by phases on CPU and XLA's transpose elsewhere.
+dgrad_p = Primitive("genjax_conv_dgrad")
+
+
+def _dgrad_abstract(ct, kernel, *, x_shape, strides, pads):
+  return jax.core.ShapedArray(x_shape, ct.dtype)
+
+
+def _dgrad_lower(ct, kernel, *, x_shape, strides, pads):
+  return lax.platform_dependent(
     ct,
     kernel,
     cpu=lambda c, k: dgrad_phases(c, k, x_shape, strides, pads),
     default=lambda c, k: dgrad_reference(c, k, x_shape, strides, pads),
   )
-  return [grad, None]
 
+
+def _dgrad_reference_kw(ct, kernel, *, x_shape, strides, pads):
+  return dgrad_reference(ct, kernel, x_shape, strides, pads)
+
+
+def _dgrad_jvp(primals, tangents, *, x_shape, strides, pads):
+  (ct, kernel), (tct, tk) = primals, tangents
+  params = {"x_shape": x_shape, "strides": strides, "pads": pads}
+  out = dgrad_p.bind(ct, kernel, **params)
+  parts = []
+  if type(tct) is not ad.Zero:
+    parts.append(dgrad_p.bind(tct, kernel, **params))
+  if type(tk) is not ad.Zero:
+    parts.append(dgrad_reference(ct, tk, x_shape, strides, pads))
+  return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
+
+
+def _dgrad_transpose(cx, ct, kernel, *, x_shape, strides, pads):
+  if ad.is_undefined_primal(kernel):
+    raise NotImplementedError("genjax_conv_dgrad is linear in its output cotangent only")
+  if type(cx) is ad.Zero:
+    return [None, None]
+  return [input_tangent_p.bind(cx, kernel, strides=strides, pads=pads), None]
+
+
+dgrad_p.def_abstract_eval(_dgrad_abstract)
+dgrad_p.def_impl(lambda *args, **params: jax.jit(functools.partial(dgrad_p.bind, **params))(*args))
+mlir.register_lowering(dgrad_p, mlir.lower_fun(_dgrad_lower, multiple_results=False))
+ad.primitive_jvps[dgrad_p] = _dgrad_jvp
+ad.primitive_transposes[dgrad_p] = _dgrad_transpose
+batching.primitive_batchers[dgrad_p] = _batched(_dgrad_reference_kw)
 
 input_tangent_p.def_abstract_eval(_input_tangent_abstract)
 input_tangent_p.def_impl(lambda *args, **params: jax.jit(functools.partial(input_tangent_p.bind, **params))(*args))

@@ -28,7 +28,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from genjax.nn import conv2d
 from genjax.nn.conv_transpose import ConvTranspose
 
 BN_MOMENTUM = 0.9
@@ -112,10 +111,7 @@ class DCGANDiscriminator(nn.Module):
       onehot = jax.nn.one_hot(label, self.num_classes, dtype=x.dtype)[:, None, None, :]
       x = jnp.concatenate([x, jnp.broadcast_to(onehot, x.shape[:3] + (self.num_classes,))], axis=-1)
     for i, f in enumerate(self.features):
-      # The image layer (1-3 channels) is XLA's convolution; the others `conv2d.Conv`, whose input
-      # gradient runs by phases (`genjax.nn.conv_grads`; the same parameters as `nn.Conv`).
-      conv = nn.Conv if i == 0 else conv2d.Conv
-      x = conv(f, (4, 4), strides=(2, 2), padding="SAME", use_bias=i == 0, name=f"conv_{i}", **kw)(x)
+      x = nn.Conv(f, (4, 4), strides=(2, 2), padding="SAME", use_bias=i == 0, name=f"conv_{i}", **kw)(x)
       if i > 0:  # no batch norm on the input layer (Radford et al.)
         x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, name=f"bn_{i}", **kw)(x)
       x = nn.leaky_relu(x, LEAK)
