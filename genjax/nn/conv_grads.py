@@ -94,22 +94,6 @@ def _ffi_wgrad(x, ct, kernel_shape, strides, pads):
   return dw.reshape(kernel_shape)
 
 
-# `weight_tangent_p(x, dW) = conv(x, dW)`, the convolution's tangent map in its weight
-# (linear in dW); its transpose is `wgrad_p(x, ct)`, which lowers to the kernel on CPU.
-weight_tangent_p = Primitive("genjax_conv_weight_tangent")
-wgrad_p = Primitive("genjax_conv_wgrad")
-
-
-def _tangent_abstract(x, dw, *, strides, pads):
-  return jax.core.ShapedArray(
-    jax.eval_shape(lambda a, b: conv_reference(a, b, strides, pads), x, dw).shape, x.dtype
-  )
-
-
-def _wgrad_abstract(x, ct, *, kernel_shape, strides, pads):
-  return jax.core.ShapedArray(kernel_shape, ct.dtype)
-
-
 def _wgrad_any(x, ct, *, kernel_shape, strides, pads):
   return lax.platform_dependent(
     x,
@@ -117,84 +101,6 @@ def _wgrad_any(x, ct, *, kernel_shape, strides, pads):
     cpu=functools.partial(_ffi_wgrad, kernel_shape=kernel_shape, strides=strides, pads=pads),
     default=functools.partial(wgrad_reference, kernel_shape=kernel_shape, strides=strides, pads=pads),
   )
-
-
-def _tangent_lower(x, dw, *, strides, pads):
-  return conv_reference(x, dw, strides, pads)
-
-
-for _prim, _abstract, _lower in (
-  (weight_tangent_p, _tangent_abstract, _tangent_lower),
-  (wgrad_p, _wgrad_abstract, _wgrad_any),
-):
-  _prim.def_abstract_eval(_abstract)
-  _prim.def_impl(lambda *args, _prim=_prim, **params: jax.jit(functools.partial(_prim.bind, **params))(*args))
-  mlir.register_lowering(_prim, mlir.lower_fun(_lower, multiple_results=False))
-
-
-def _tangent_jvp(primals, tangents, *, strides, pads):
-  (x, dw), (tx, tdw) = primals, tangents
-  out = weight_tangent_p.bind(x, dw, strides=strides, pads=pads)
-  parts = []
-  if type(tdw) is not ad.Zero:
-    parts.append(weight_tangent_p.bind(x, tdw, strides=strides, pads=pads))
-  if type(tx) is not ad.Zero:
-    parts.append(conv_reference(tx, dw, strides, pads))
-  return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
-
-
-def _wgrad_jvp(primals, tangents, *, kernel_shape, strides, pads):
-  (x, ct), (tx, tct) = primals, tangents
-  out = wgrad_p.bind(x, ct, kernel_shape=kernel_shape, strides=strides, pads=pads)
-  parts = []
-  if type(tct) is not ad.Zero:
-    parts.append(wgrad_p.bind(x, tct, kernel_shape=kernel_shape, strides=strides, pads=pads))
-  if type(tx) is not ad.Zero:
-    parts.append(wgrad_reference(tx, ct, kernel_shape, strides, pads))
-  return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
-
-
-def _tangent_transpose(ct, x, dw, *, strides, pads):
-  if ad.is_undefined_primal(x):
-    raise NotImplementedError("genjax_conv_weight_tangent is linear in its weight only")
-  if type(ct) is ad.Zero:
-    return [None, None]
-  return [None, wgrad_p.bind(x, ct, kernel_shape=dw.aval.shape, strides=strides, pads=pads)]
-
-
-def _wgrad_transpose(cw, x, ct, *, kernel_shape, strides, pads):
-  if ad.is_undefined_primal(x):
-    raise NotImplementedError("genjax_conv_wgrad is linear in its output cotangent only")
-  if type(cw) is ad.Zero:
-    return [None, None]
-  return [None, weight_tangent_p.bind(x, cw, strides=strides, pads=pads)]
-
-
-ad.primitive_jvps[weight_tangent_p] = _tangent_jvp
-ad.primitive_jvps[wgrad_p] = _wgrad_jvp
-ad.primitive_transposes[weight_tangent_p] = _tangent_transpose
-ad.primitive_transposes[wgrad_p] = _wgrad_transpose
-
-
-def _batched(reference):
-  def rule(args, dims, **params):
-    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims, strict=True)]
-    axes = [None if d is None else 0 for d in dims]
-    return jax.vmap(functools.partial(reference, **params), in_axes=axes)(*args), 0
-
-  return rule
-
-
-def _tangent_reference(x, dw, *, strides, pads):
-  return conv_reference(x, dw, strides, pads)
-
-
-def _wgrad_reference_kw(x, ct, *, kernel_shape, strides, pads):
-  return wgrad_reference(x, ct, kernel_shape, strides, pads)
-
-
-batching.primitive_batchers[weight_tangent_p] = _batched(_tangent_reference)
-batching.primitive_batchers[wgrad_p] = _batched(_wgrad_reference_kw)
 
 
 def _input_vjp_pads(n, m, k, s, lo):
@@ -222,43 +128,7 @@ def dgrad_reference(ct, kernel, x_shape, strides, pads):
   return jax.linear_transpose(lambda x: conv_reference(x, kernel, strides, pads), spec)(ct)[0]
 
 
-# `input_tangent_p(dx, W) = conv(dx, W)`, the convolution's tangent map in its input (linear in
-# dx); its transpose is the input gradient by phases on CPU, XLA's elsewhere.
-input_tangent_p = Primitive("genjax_conv_input_tangent")
-
-
-def _input_tangent_abstract(dx, kernel, *, strides, pads):
-  return _tangent_abstract(dx, kernel, strides=strides, pads=pads)
-
-
-def _input_tangent_jvp(primals, tangents, *, strides, pads):
-  (dx, kernel), (tdx, tk) = primals, tangents
-  out = input_tangent_p.bind(dx, kernel, strides=strides, pads=pads)
-  parts = []
-  if type(tdx) is not ad.Zero:
-    parts.append(input_tangent_p.bind(tdx, kernel, strides=strides, pads=pads))
-  if type(tk) is not ad.Zero:
-    parts.append(conv_reference(dx, tk, strides, pads))
-  return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
-
-
-def _input_tangent_transpose(ct, dx, kernel, *, strides, pads):
-  if ad.is_undefined_primal(kernel):
-    raise NotImplementedError("genjax_conv_input_tangent is linear in its input only")
-  if type(ct) is ad.Zero:
-    return [None, None]
-  return [dgrad_p.bind(ct, kernel, x_shape=tuple(dx.aval.shape), strides=strides, pads=pads), None]
-
-
-# `dgrad_p(ct, W) -> dx`: the input gradient, by phases on CPU and XLA's transpose elsewhere.
-dgrad_p = Primitive("genjax_conv_dgrad")
-
-
-def _dgrad_abstract(ct, kernel, *, x_shape, strides, pads):
-  return jax.core.ShapedArray(x_shape, ct.dtype)
-
-
-def _dgrad_lower(ct, kernel, *, x_shape, strides, pads):
+def _dgrad_any(ct, kernel, *, x_shape, strides, pads):
   return lax.platform_dependent(
     ct,
     kernel,
@@ -267,43 +137,94 @@ def _dgrad_lower(ct, kernel, *, x_shape, strides, pads):
   )
 
 
-def _dgrad_reference_kw(ct, kernel, *, x_shape, strides, pads):
-  return dgrad_reference(ct, kernel, x_shape, strides, pads)
+def _batched(reference):
+  def rule(args, dims, **params):
+    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims, strict=True)]
+    axes = [None if d is None else 0 for d in dims]
+    return jax.vmap(functools.partial(reference, **params), in_axes=axes)(*args), 0
+
+  return rule
 
 
-def _dgrad_jvp(primals, tangents, *, x_shape, strides, pads):
-  (ct, kernel), (tct, tk) = primals, tangents
-  params = {"x_shape": x_shape, "strides": strides, "pads": pads}
-  out = dgrad_p.bind(ct, kernel, **params)
-  parts = []
-  if type(tct) is not ad.Zero:
-    parts.append(dgrad_p.bind(tct, kernel, **params))
-  if type(tk) is not ad.Zero:
-    parts.append(dgrad_reference(ct, tk, x_shape, strides, pads))
-  return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
+def _bilinear_primitive(name, linear, abstract, lower, reference, transpose):
+  """A primitive `P(a, b)`, bilinear, whose operand `linear` has a custom cotangent:
+  `transpose(other_operand, ct, aval_of_linear_operand, **params)`. It lowers to `lower`; its
+  other operand's tangent and `vmap` go through `reference`, its XLA form (so forward mode and
+  second derivatives are XLA's)."""
+  prim = Primitive(name)
+  other = 1 - linear
+  prim.def_abstract_eval(abstract)
+  prim.def_impl(lambda *args, **params: jax.jit(functools.partial(prim.bind, **params))(*args))
+  mlir.register_lowering(prim, mlir.lower_fun(lower, multiple_results=False))
+
+  def jvp(primals, tangents, **params):
+    out = prim.bind(*primals, **params)
+    parts = []
+    for i, fn in ((linear, prim.bind), (other, reference)):
+      if type(tangents[i]) is not ad.Zero:
+        args = list(primals)
+        args[i] = tangents[i]
+        parts.append(fn(*args, **params))
+    return out, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(out)
+
+  def transpose_rule(ct, *args, **params):
+    if ad.is_undefined_primal(args[other]):
+      raise NotImplementedError(f"{name} is linear in its operand {linear} only")
+    cts = [None, None]
+    if type(ct) is not ad.Zero:
+      cts[linear] = transpose(args[other], ct, args[linear].aval, **params)
+    return cts
+
+  ad.primitive_jvps[prim] = jvp
+  ad.primitive_transposes[prim] = transpose_rule
+  batching.primitive_batchers[prim] = _batched(reference)
+  return prim
 
 
-def _dgrad_transpose(cx, ct, kernel, *, x_shape, strides, pads):
-  if ad.is_undefined_primal(kernel):
-    raise NotImplementedError("genjax_conv_dgrad is linear in its output cotangent only")
-  if type(cx) is ad.Zero:
-    return [None, None]
-  return [input_tangent_p.bind(cx, kernel, strides=strides, pads=pads), None]
+def _conv_abstract(x, kernel, *, strides, pads):
+  shape = jax.eval_shape(lambda a, b: conv_reference(a, b, strides, pads), x, kernel).shape
+  return jax.core.ShapedArray(shape, x.dtype)
 
 
-dgrad_p.def_abstract_eval(_dgrad_abstract)
-dgrad_p.def_impl(lambda *args, **params: jax.jit(functools.partial(dgrad_p.bind, **params))(*args))
-mlir.register_lowering(dgrad_p, mlir.lower_fun(_dgrad_lower, multiple_results=False))
-ad.primitive_jvps[dgrad_p] = _dgrad_jvp
-ad.primitive_transposes[dgrad_p] = _dgrad_transpose
-batching.primitive_batchers[dgrad_p] = _batched(_dgrad_reference_kw)
+def _conv_kw(x, kernel, *, strides, pads):
+  return conv_reference(x, kernel, strides, pads)
 
-input_tangent_p.def_abstract_eval(_input_tangent_abstract)
-input_tangent_p.def_impl(lambda *args, **params: jax.jit(functools.partial(input_tangent_p.bind, **params))(*args))
-mlir.register_lowering(input_tangent_p, mlir.lower_fun(_tangent_lower, multiple_results=False))
-ad.primitive_jvps[input_tangent_p] = _input_tangent_jvp
-ad.primitive_transposes[input_tangent_p] = _input_tangent_transpose
-batching.primitive_batchers[input_tangent_p] = _batched(_tangent_reference)
+
+# The convolution's tangent maps, `conv(x, dW)` (linear in dW) and `conv(dx, W)` (linear in dx),
+# and their transposes: the weight gradient `wgrad_p(x, ct)` (the kernel on CPU) and the input
+# gradient `dgrad_p(ct, W)` (phases on CPU); each lowers to XLA's form on other backends.
+weight_tangent_p = _bilinear_primitive(
+  "genjax_conv_weight_tangent",
+  1,
+  _conv_abstract,
+  _conv_kw,
+  _conv_kw,
+  lambda x, ct, dw, **p: wgrad_p.bind(x, ct, kernel_shape=tuple(dw.shape), **p),
+)
+wgrad_p = _bilinear_primitive(
+  "genjax_conv_wgrad",
+  1,
+  lambda x, ct, *, kernel_shape, **p: jax.core.ShapedArray(kernel_shape, ct.dtype),
+  _wgrad_any,
+  lambda x, ct, *, kernel_shape, strides, pads: wgrad_reference(x, ct, kernel_shape, strides, pads),
+  lambda x, cw, ct, *, kernel_shape, **p: weight_tangent_p.bind(x, cw, **p),
+)
+input_tangent_p = _bilinear_primitive(
+  "genjax_conv_input_tangent",
+  0,
+  _conv_abstract,
+  _conv_kw,
+  _conv_kw,
+  lambda kernel, ct, dx, **p: dgrad_p.bind(ct, kernel, x_shape=tuple(dx.shape), **p),
+)
+dgrad_p = _bilinear_primitive(
+  "genjax_conv_dgrad",
+  0,
+  lambda ct, kernel, *, x_shape, **p: jax.core.ShapedArray(x_shape, ct.dtype),
+  _dgrad_any,
+  lambda ct, kernel, *, x_shape, strides, pads: dgrad_reference(ct, kernel, x_shape, strides, pads),
+  lambda kernel, cx, ct, *, x_shape, **p: input_tangent_p.bind(cx, kernel, **p),
+)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
@@ -316,10 +237,10 @@ def _conv_jvp(strides, pads, kernel_wgrad, phase_dgrad, primals, tangents):
   y = conv_reference(x, kernel, strides, pads)
   parts = []
   if not isinstance(tx, SymbolicZero):
-    tangent = input_tangent_p.bind if phase_dgrad else _tangent_reference
+    tangent = input_tangent_p.bind if phase_dgrad else _conv_kw
     parts.append(tangent(tx, kernel, strides=strides, pads=pads))
   if not isinstance(tk, SymbolicZero):
-    tangent = weight_tangent_p.bind if kernel_wgrad else _tangent_reference
+    tangent = weight_tangent_p.bind if kernel_wgrad else _conv_kw
     parts.append(tangent(x, tk, strides=strides, pads=pads))
   return y, functools.reduce(jnp.add, parts) if parts else jnp.zeros_like(y)
 
