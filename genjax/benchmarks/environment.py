@@ -22,13 +22,13 @@ def describe() -> dict:
   """A dict for benchmark records: `xla_flags` (the process's XLA_FLAGS), `xla_flags_source`
   ('user', 'genjax' or 'none'), `xla_flags_reason` (genjax's rule, if it chose them), `malloc`
   (whether malloc uses transparent huge pages, `genjax.hugepages`), `fused_kernels` (whether
-  genjax's fused CPU kernels are loaded, `genjax.nn.coupling_net`), `jax`,
+  genjax's CPU kernels are loaded, `genjax.nn.native`), `jax`,
   `jaxlib`, `cpu`, `cpu_count` (usable cores), `python` and `load_average_1min`."""
   import jax
   import jaxlib
 
   from genjax import hugepages, xla_flags
-  from genjax.nn import coupling_net
+  from genjax.nn import native
 
   info = xla_flags.current()
   try:
@@ -40,7 +40,7 @@ def describe() -> dict:
     "xla_flags_source": info["source"],
     "xla_flags_reason": info["reason"],
     "malloc": hugepages.describe(),  # glibc's huge-page tunable (genjax.hugepages)
-    "fused_kernels": coupling_net.kernel_status(),
+    "fused_kernels": native.status(),
     "jax": jax.__version__,
     "jaxlib": jaxlib.__version__,
     "cpu": cpu_model(),

@@ -34,7 +34,7 @@ import numpy as np
 
 from genjax import distributed, hugepages, xla_flags
 from genjax.eval import render
-from genjax.nn.coupling_net import kernel_status
+from genjax.nn import native
 from genjax.schema import UsageError
 from genjax.train import sharding
 from genjax.train import workdir as workdir_lib
@@ -123,7 +123,7 @@ def _train(config: Any, workdir: str, mesh, is_chief: bool) -> dict:
       log.info("step %d already reached (train.num_steps=%d): nothing to do", start, tc.num_steps)
       return {}
     log.info(
-      "XLA flags: %s; %s; fused CPU kernels: %s", xla_flags.describe(), hugepages.describe(), kernel_status()
+      "XLA flags: %s; %s; genjax CPU kernels: %s", xla_flags.describe(), hugepages.describe(), native.status()
     )
     log.info(
       "training %s on %d %s device(s) in %d process(es), global batch %d, from step %d to %d",
