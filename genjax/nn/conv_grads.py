@@ -16,10 +16,11 @@ only on the CPU backend:
   8, and the shapes where it measured faster than XLA's (module constants below).
 * **Input gradient of a strided convolution by phases.** It is a transposed convolution
   of the output gradient, which XLA runs as a base-dilated convolution (zeros between the
-  pixels) at 25-60% of the roofline. Split by the input pixel's phase modulo the stride,
+  pixels) at 14-51% of the roofline. Split by the input pixel's phase modulo the stride,
   it is `prod(strides)` stride-1 convolutions with the sub-kernels that meet real pixels,
   interleaved (`genjax.nn.conv_transpose`'s phase form, applied to the flipped kernel):
-  1.4-2.4x faster at the DCGAN discriminator's and the U-Net's downsampling layers.
+  1.4-2.4x faster one layer at a time at the U-Net's downsampling and the DCGAN
+  discriminator's layers (the discriminator keeps `nn.Conv`: no gain in its whole step).
   `use_phases` picks them: strides above 1 and at least `conv_transpose.PHASE_MIN_FEATURES`
   input channels (the phases' outputs; narrower ones ran slower).
 
