@@ -106,7 +106,7 @@ def measure(config, batch_size: int, steps: int, repeats: int, warmup: int) -> d
   except Exception:  # not every backend reports it
     pass
   device = jax.devices()[0]
-  fused_gflop = 0.0  # genjax's fused CPU kernels: custom calls, whose FLOPs XLA's cost analysis does not see
+  fused_gflop = 0.0  # genjax's CPU kernels: custom calls, whose FLOPs XLA's cost analysis does not see
   if device.platform == "cpu":
     from genjax.benchmarks.op_report import collect_ops
 

@@ -138,15 +138,6 @@ def _dgrad_any(ct, kernel, *, x_shape, strides, pads):
   )
 
 
-def _batched(reference):
-  def rule(args, dims, **params):
-    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims, strict=True)]
-    axes = [None if d is None else 0 for d in dims]
-    return jax.vmap(functools.partial(reference, **params), in_axes=axes)(*args), 0
-
-  return rule
-
-
 def _bilinear_primitive(name, linear, abstract, lower, reference, transpose):
   """A primitive `P(a, b)`, bilinear, whose operand `linear` has a custom cotangent:
   `transpose(other_operand, ct, aval_of_linear_operand, **params)`. It lowers to `lower`; its
@@ -178,7 +169,7 @@ def _bilinear_primitive(name, linear, abstract, lower, reference, transpose):
 
   ad.primitive_jvps[prim] = jvp
   ad.primitive_transposes[prim] = transpose_rule
-  batching.primitive_batchers[prim] = _batched(reference)
+  batching.primitive_batchers[prim] = native.batched_by(reference)
   return prim
 
 

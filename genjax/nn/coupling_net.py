@@ -136,19 +136,9 @@ ad.primitive_jvps[pixel_net_bwd_p] = _pixel_net_bwd_jvp
 ad.primitive_transposes[pixel_net_tangent_p] = _pixel_net_tangent_transpose
 
 
-def _batched(fn, multiple=False):
-  def rule(args, dims):
-    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims, strict=True)]
-    axes = [None if d is None else 0 for d in dims]
-    out = jax.vmap(fn, in_axes=axes)(*args)
-    return (list(out), [0] * len(out)) if multiple else (out, 0)
-
-  return rule
-
-
-batching.primitive_batchers[pixel_net_p] = _batched(pixel_net_reference)
-batching.primitive_batchers[pixel_net_tangent_p] = _batched(_reference_tangent)
-batching.primitive_batchers[pixel_net_bwd_p] = _batched(_reference_bwd, multiple=True)
+batching.primitive_batchers[pixel_net_p] = native.batched_by(pixel_net_reference)
+batching.primitive_batchers[pixel_net_tangent_p] = native.batched_by(_reference_tangent)
+batching.primitive_batchers[pixel_net_bwd_p] = native.batched_by(_reference_bwd, multiple=True)
 
 
 def flops(primitive_name: str, in_shapes) -> int | None:

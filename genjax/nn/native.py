@@ -21,6 +21,7 @@ import importlib.machinery
 import os
 
 import jax
+import jax.numpy as jnp
 import jaxlib.version
 
 # The FFI targets, by the handler symbols that implement them.
@@ -67,3 +68,16 @@ def status() -> str:
   for target, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
   return "loaded"
+
+
+def batched_by(reference, multiple: bool = False):
+  """A `vmap` rule for a kernel's primitive: map its XLA form `reference(*args, **params)` over the
+  batched operands (moved to axis 0). `multiple`: the primitive returns a list."""
+
+  def rule(args, dims, **params):
+    args = [a if d is None else jnp.moveaxis(a, d, 0) for a, d in zip(args, dims, strict=True)]
+    axes = [None if d is None else 0 for d in dims]
+    out = jax.vmap(functools.partial(reference, **params), in_axes=axes)(*args)
+    return (list(out), [0] * len(out)) if multiple else (out, 0)
+
+  return rule
